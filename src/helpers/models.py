@@ -1,0 +1,122 @@
+"""The CNNs of the study, built from torchvision.
+
+The study uses the unmodified torchvision architectures (Simonyan & Zisserman 2015 for VGG16,
+He et al. 2016 for ResNet18/50), with the classifier resized to the dataset's classes and, where
+the data is not RGB, the first convolution resized to the data's channels. Weights are random
+(torchvision's own initialisation) unless a local ImageNet state dict is given: the study's
+machines cannot reach model hubs, and a silent download would make runs differ by machine.
+
+All four models downsample by 32 (five stride-2 stages), so they need inputs of at least 32 x 32;
+smaller images (BloodMNIST at 28 px, digits at 8 px) are padded by ``helpers.data`` first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+__all__ = ["MODELS", "build_model", "min_input_size", "UnknownModelError", "InputTooSmallError"]
+
+MODELS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
+
+_BUILDERS = {
+    "vgg16": tvm.vgg16,
+    "vgg16_bn": tvm.vgg16_bn,
+    "resnet18": tvm.resnet18,
+    "resnet50": tvm.resnet50,
+}
+
+# Smallest square input each model accepts: five max-pools (VGG) floor 28 px to 0, and the
+# ResNets' five stride-2 stages leave BatchNorm with a single value per channel below 32 px.
+_MIN_INPUT = {name: 32 for name in MODELS}
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not one of :data:`MODELS`."""
+
+
+class InputTooSmallError(ValueError):
+    """An input size below the model's minimum."""
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise UnknownModelError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+
+
+def min_input_size(name: str) -> int:
+    """The smallest square input size (pixels) that ``name`` accepts."""
+    _check_name(name)
+    return _MIN_INPUT[name]
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    *,
+    weights: str | Path | None = None,
+    input_size: int | None = None,
+) -> nn.Module:
+    """Build one of the study's models.
+
+    Args:
+        name: one of :data:`MODELS`.
+        num_classes: outputs of the final linear layer.
+        in_channels: channels of the input images (1 for grayscale data).
+        weights: optional path to a local ImageNet state dict for this architecture (loaded with
+            ``weights_only=True``); layers whose shape differs (classifier, first conv for
+            non-RGB data) keep their random initialisation.
+        input_size: if given, checked against :func:`min_input_size` so a too-small input fails
+            here rather than deep inside the forward pass.
+
+    Returns:
+        The model in training mode, on the CPU.
+    """
+    _check_name(name)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+    if input_size is not None and input_size < _MIN_INPUT[name]:
+        raise InputTooSmallError(
+            f"{name} needs inputs of at least {_MIN_INPUT[name]} x {_MIN_INPUT[name]} px, got "
+            f"{input_size} px; pad or resize the images (helpers.data pads to the model's minimum)"
+        )
+    model = _BUILDERS[name](weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        _replace_first_conv(model, in_channels)
+    if weights is not None:
+        _load_local_weights(model, Path(weights), name)
+    return model
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    if isinstance(model, tvm.VGG):
+        old = model.features[0]
+        model.features[0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
+    else:
+        old = model.conv1
+        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+
+
+def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file {path} not found; pass the path of a torchvision ImageNet state dict for {name} "
+            f"(for example from torchvision's model zoo, downloaded on a machine with access), or weights=None"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad file
+        raise ValueError(f"weights file {path} could not be read as a state dict ({exc}); is it corrupt?") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"weights file {path} has no tensor matching {name}'s layers; is it for another architecture?")
+    model.load_state_dict(usable, strict=False)
