@@ -1,0 +1,205 @@
+"""Tensor transforms for the study's images: statistics, normalisation, padding / resizing, augmentation.
+
+Every function works on whole batches of tensors (``N x C x H x W``), never on per-item PIL images,
+so preparing a dataset is one vectorised pass and augmentation costs one call per batch.
+
+The pipeline the study uses (see ``helpers.data`` for the images themselves):
+
+1. :func:`channel_stats` on the *training* split's uint8 images gives the per-channel mean / std
+   (in ``[0, 1]`` units, as torchvision's ``Normalize`` expects).
+2. :func:`prepare_images` converts each split once to float32: scale to ``[0, 1]``, optionally
+   resize, normalise, then zero-pad (centred) up to the model's minimum input. Padding happens after
+   normalisation, so the border is 0 in normalised space, i.e. the training mean: the models see a
+   neutral frame rather than a black one. VGG16 and the ResNets need at least 32 px
+   (``helpers.models.min_input_size``); BloodMNIST is 28 px and scikit-learn's digits 8 px.
+3. :func:`augment_batch` applies random horizontal flips and small rotations to a float batch during
+   training, drawn from an explicit ``torch.Generator`` so that a run is reproducible.
+
+Rotation uses ``torch.nn.functional.affine_grid`` / ``grid_sample`` (bilinear, zero fill, i.e. the mean
+after normalisation), the batched equivalent of torchvision's ``RandomRotation``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["channel_stats", "normalize", "pad_to_min_size", "resize_images", "prepare_images", "augment_batch"]
+
+# Images per chunk when reducing or converting large uint8 datasets (bounds the float32 temporaries).
+_CHUNK = 4096
+
+
+def _check_uint8_images(images: torch.Tensor, what: str = "images") -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor of shape N x C x H x W, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"{what} must be uint8 (0..255), got {images.dtype}; pass the Split's images as loaded")
+    if images.ndim != 4:
+        raise ValueError(f"{what} must have shape N x C x H x W, got shape {tuple(images.shape)}")
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of uint8 images, in ``[0, 1]`` units.
+
+    Computed in float64, chunk by chunk, so large datasets need no float copy of the whole set.
+
+    Args:
+        images: uint8 tensor ``N x C x H x W`` (normally the training split only).
+
+    Returns:
+        ``(mean, std)``, float32 tensors of shape ``[C]``. A constant channel gets std 1 instead of 0,
+        so normalising by it is a no-op rather than a division by zero.
+    """
+    _check_uint8_images(images)
+    n, c = images.shape[:2]
+    if n == 0:
+        raise ValueError("cannot compute channel statistics of an empty set of images (N = 0)")
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, n, _CHUNK):
+        chunk = images[start : start + _CHUNK].to(torch.float64) / 255.0
+        total += chunk.sum(dim=(0, 2, 3))
+        total_sq += chunk.square().sum(dim=(0, 2, 3))
+    count = n * images.shape[2] * images.shape[3]
+    mean = total / count
+    var = (total_sq / count - mean.square()).clamp_min(0.0)
+    std = var.sqrt()
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return mean.to(torch.float32), std.to(torch.float32)
+
+
+def normalize(
+    x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """``(x - mean) / std`` per channel, for a float batch ``N x C x H x W`` in ``[0, 1]`` units."""
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    if mean_t.shape[1] != x.shape[1] or std_t.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"mean/std have {mean_t.shape[1]}/{std_t.shape[1]} entries but the images have {x.shape[1]} channels; "
+            "compute them with channel_stats on the same dataset"
+        )
+    if bool((std_t <= 0).any()):
+        raise ValueError(f"std must be positive, got {std_t.flatten().tolist()}")
+    return (x - mean_t) / std_t
+
+
+def pad_to_min_size(x: torch.Tensor, min_size: int, value: float = 0.0) -> torch.Tensor:
+    """Pad height and width of ``x`` (``N x C x H x W``) with ``value``, centred, up to ``min_size``.
+
+    A dimension already at least ``min_size`` is left alone; an odd difference puts the extra pixel
+    at the bottom / right.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = max(0, min_size - h), max(0, min_size - w)
+    if pad_h == 0 and pad_w == 0:
+        return x
+    top, left = pad_h // 2, pad_w // 2
+    return F.pad(x, (left, pad_w - left, top, pad_h - top), value=value)
+
+
+def resize_images(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize a float batch to ``size`` (an int for square) with antialiased bilinear interpolation."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+
+
+def prepare_images(
+    images: torch.Tensor,
+    *,
+    min_size: int,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    size: int | None = None,
+) -> torch.Tensor:
+    """Convert uint8 images once into the float32 batch a model consumes.
+
+    Steps: scale to ``[0, 1]``; resize to ``size x size`` if ``size`` is given; normalise with
+    ``mean`` / ``std``; zero-pad (centred) up to ``min_size`` where still smaller. Zero in normalised
+    space is the mean colour, so the padding adds no artificial edge.
+
+    Args:
+        images: uint8 tensor ``N x C x H x W``.
+        min_size: the model's smallest input (``helpers.models.min_input_size``).
+        mean: per-channel mean in ``[0, 1]`` units (from :func:`channel_stats` on the training split).
+        std: per-channel standard deviation in ``[0, 1]`` units.
+        size: optional square target size; must be at least ``min_size``.
+
+    Returns:
+        float32 tensor ``N x C x H' x W'`` with ``H', W' >= min_size``.
+    """
+    _check_uint8_images(images)
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+        raise ValueError(f"min_size must be a positive int, got {min_size!r}")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"size must be a positive int or None, got {size!r}")
+        if size < min_size:
+            raise ValueError(
+                f"size {size} is below the model's minimum input {min_size}; use size >= {min_size} or size=None "
+                "(pad to the minimum)"
+            )
+    chunks = []
+    for start in range(0, images.shape[0], _CHUNK):
+        x = images[start : start + _CHUNK].to(torch.float32).div_(255.0)
+        if size is not None:
+            x = resize_images(x, size).clamp_(0.0, 1.0)
+        x = normalize(x, mean, std)
+        chunks.append(pad_to_min_size(x, min_size, value=0.0))
+    if not chunks:  # N == 0: keep the output shape consistent
+        h, w = images.shape[-2:] if size is None else (size, size)
+        return torch.empty(0, images.shape[1], max(h, min_size), max(w, min_size), dtype=torch.float32)
+    return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def augment_batch(
+    x: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    hflip: bool = True,
+    rotation_degrees: float = 0.0,
+) -> torch.Tensor:
+    """Randomly flip and rotate each image of a float batch; reproducible for a given generator.
+
+    Each image is flipped horizontally with probability 0.5 (if ``hflip``) and rotated by an angle
+    drawn uniformly from ``[-rotation_degrees, rotation_degrees]`` about its centre (bilinear,
+    zero fill). The random numbers come from ``generator`` (drawn on its device, then moved), so
+    the same generator state gives the same batch on any device. The input is not modified.
+
+    Args:
+        x: float tensor ``N x C x H x W`` (normally already normalised by :func:`prepare_images`).
+        generator: the source of randomness; its state advances.
+        hflip: whether to flip.
+        rotation_degrees: the largest rotation magnitude in degrees (0 disables rotation).
+
+    Returns:
+        A new tensor of the same shape, dtype and device.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"augment_batch expects a float tensor N x C x H x W, got {got}; run prepare_images first")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if rotation_degrees < 0 or not math.isfinite(rotation_degrees):
+        raise ValueError(f"rotation_degrees must be a finite number >= 0, got {rotation_degrees!r}")
+    n = x.shape[0]
+    out = x
+    gen_device = generator.device
+    if hflip and n > 0:
+        flip = (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(x.device)
+        out = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    if rotation_degrees > 0 and n > 0:
+        u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64)
+        angle = ((u * 2.0 - 1.0) * math.radians(rotation_degrees)).to(device=x.device, dtype=x.dtype)
+        cos, sin = angle.cos(), angle.sin()
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1)
+        grid = F.affine_grid(theta, list(out.shape), align_corners=False)
+        out = F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clone() if out is x else out
