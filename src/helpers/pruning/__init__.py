@@ -1,0 +1,54 @@
+"""Pruning for the study: scenarios, the five methods, sparsity reports, compaction and model files.
+
+The protocol (Douzandeh Zenoozi et al., *A comparative study of neural network pruning strategies
+for industrial applications*, Frontiers in Computer Science 2025): conv layers lose whole output
+filters ranked by L1 norm, linear layers lose individual weights ranked by |w|, with exact per-layer
+counts; residual-coupled convolutions share their channels (:mod:`.structure`); masks are enforced
+after every optimizer step (:mod:`.masks`); methods are objects with training-loop hooks
+(:mod:`.methods`); SET follows Mocanu et al. 2018 with Erdős–Rényi densities (:mod:`.masks`);
+:func:`compact` removes pruned filters physically with torch-pruning (:mod:`.compact`).
+
+Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which groups), ``masks`` (which
+units, enforcement, ER densities), ``methods`` (when), ``report`` (what was achieved), ``compact``
+(physical removal, MACs), ``io`` (model files).
+"""
+
+from .compact import compact, count_macs
+from .io import load_model, save_model
+from .masks import MaskSet, erk_allocation
+from .methods import METHODS, REGROW, PruningMethod, UnknownMethodError, make_method
+from .report import SUMMARY_KEYS, sparsity_report, summarize_sparsity
+from .scenarios import (
+    SCENARIOS,
+    InvalidSparsityError,
+    Scenario,
+    UnknownScenarioError,
+    parse_scenario,
+    units_removed,
+)
+from .structure import NoPrunableLayerError, find_structure
+
+__all__ = [
+    "Scenario",
+    "SCENARIOS",
+    "parse_scenario",
+    "units_removed",
+    "METHODS",
+    "REGROW",
+    "make_method",
+    "PruningMethod",
+    "MaskSet",
+    "erk_allocation",
+    "find_structure",
+    "sparsity_report",
+    "summarize_sparsity",
+    "SUMMARY_KEYS",
+    "compact",
+    "count_macs",
+    "save_model",
+    "load_model",
+    "UnknownMethodError",
+    "UnknownScenarioError",
+    "InvalidSparsityError",
+    "NoPrunableLayerError",
+]

@@ -1,0 +1,144 @@
+"""Saving and loading masked and compacted models as plain state dicts.
+
+A model file is one ``torch.save``d dict of tensors and builtins only, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled classes, safe to open from anywhere)::
+
+    {"format": "helpers.pruning.model/1", "arch": "resnet18", "num_classes": 8, "in_channels": 3,
+     "state_dict": {...}, "meta": {...}}
+
+:func:`load_model` rebuilds the architecture with :func:`helpers.models.build_model` and then
+reshapes every conv, BatchNorm and linear layer to the shapes in the state dict, so a compacted model
+(fewer channels) loads as well as a masked one. Files are written atomically (temporary file, then
+rename), so a killed run never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import MODELS, build_model
+
+__all__ = ["save_model", "load_model", "infer_arch", "FORMAT"]
+
+FORMAT = "helpers.pruning.model/1"
+_ALLOWED = (str, int, float, bool, type(None))
+
+
+def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Which of :data:`helpers.models.MODELS` a state dict belongs to, from its keys."""
+    keys = set(state_dict)
+    if "features.0.weight" in keys:
+        return "vgg16_bn" if "features.1.running_mean" in keys else "vgg16"
+    if "layer1.0.conv3.weight" in keys:
+        return "resnet50"
+    if "layer1.0.conv1.weight" in keys:
+        return "resnet18"
+    raise ValueError(
+        f"cannot tell the architecture from state-dict keys such as {sorted(keys)[:3]}; expected one of "
+        f"{', '.join(MODELS)} (pass meta={{'model': name}} to save_model)"
+    )
+
+
+def _check_meta(value: Any, where: str = "meta") -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} key {key!r} is not a string; model files hold only plain data")
+            _check_meta(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_meta(item, f"{where}[{i}]")
+    elif not isinstance(value, _ALLOWED) and not torch.is_tensor(value):
+        raise TypeError(
+            f"{where} is a {type(value).__name__}; model files hold only str, int, float, bool, None, "
+            f"tensors, lists and dicts of them (so they load with weights_only=True)"
+        )
+
+
+def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | None = None) -> None:
+    """Write ``model`` (masked or compacted) and ``meta`` to ``path`` atomically.
+
+    Args:
+        model: one of the study's torchvision models, possibly compacted.
+        path: destination file (conventionally ``*.pt``); parent folders are created.
+        meta: plain data stored alongside (run id, method, scenario, ...); ``meta["model"]``, if
+            given, names the architecture, else it is inferred from the state dict.
+    """
+    meta = dict(meta or {})
+    _check_meta(meta)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    arch = meta.get("model") or infer_arch(state)
+    if arch not in MODELS:
+        raise ValueError(f"meta['model'] is {arch!r}; expected one of {', '.join(MODELS)}")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    payload = {
+        "format": FORMAT,
+        "arch": arch,
+        "num_classes": linears[-1].out_features,
+        "in_channels": convs[0].in_channels,
+        "state_dict": state,
+        "meta": meta,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tuple[nn.Module, dict]:
+    """Load a model written by :func:`save_model` (with ``weights_only=True``).
+
+    Args:
+        path: the model file.
+        return_meta: also return the stored ``meta`` dict.
+
+    Returns:
+        The model in eval mode on the CPU (and its meta when ``return_meta``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found; write it with helpers.pruning.save_model")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a model file of format {FORMAT}; write it with helpers.pruning.save_model")
+    state = payload["state_dict"]
+    model = build_model(payload["arch"], payload["num_classes"], payload["in_channels"])
+    _reshape_to(model, state)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return (model, payload["meta"]) if return_meta else model
+
+
+def _reshape_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Replace every conv / BatchNorm / linear whose stored shape differs by one of the stored shape."""
+    for name, module in list(model.named_modules()):
+        key = f"{name}.weight"
+        if key not in state or state[key].shape == getattr(module, "weight", torch.empty(0)).shape:
+            continue
+        shape = state[key].shape
+        if isinstance(module, nn.Conv2d):
+            new = nn.Conv2d(shape[1] * module.groups, shape[0], module.kernel_size, module.stride, module.padding,
+                            module.dilation, module.groups, bias=module.bias is not None,
+                            padding_mode=module.padding_mode)
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        elif isinstance(module, nn.Linear):
+            new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
+        else:
+            raise ValueError(f"layer {name} ({type(module).__name__}) has a stored shape {tuple(shape)} that cannot be rebuilt")
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

@@ -1,0 +1,382 @@
+"""The pruning methods of the study, as objects whose hooks a training loop calls.
+
+Methods (Douzandeh Zenoozi et al. 2025; the scenario sets the fractions removed):
+
+- ``dense``: no pruning, the baseline; every hook is a no-op.
+- ``pre_training``: at initialisation, keep the largest-L1 filters and largest-|w| linear weights;
+  train with the mask fixed.
+- ``in_training``: a uniformly random initial mask with exact per-layer counts; at the end of every
+  epoch but the last, drop the ``swap_fraction`` (default 0.2) of the *active* filters / weights of
+  each layer with the smallest magnitude (filter: group-summed L1; weight: |w|) and regrow as many
+  chosen uniformly among the units that were inactive before the drop (so a dropped unit is never
+  regrown in the same swap and the mask always changes when a swap happens). Per-layer counts stay
+  constant.
+- ``set``: Sparse Evolutionary Training (Mocanu et al., *Nature Communications* 9, 2383, 2018): the
+  same evolution as ``in_training`` from an Erdős–Rényi initial mask (ER for linear, ERK for conv
+  layers; the formula, the budget and the output-layer choice are documented in
+  :mod:`helpers.pruning.masks`).
+- ``post_training``: train dense, then at :meth:`PruningMethod.on_train_end` keep the largest-L1
+  filters / largest-|w| weights of the trained model. ``finetune_epochs`` (default 0, the paper's
+  protocol) is read by the training loop, which trains that many further epochs with the mask enforced.
+
+Hook protocol (what the training loop calls, in order):
+
+1. :meth:`~PruningMethod.on_init` on the freshly built model, before the optimizer exists;
+2. :meth:`~PruningMethod.after_step` after every ``optimizer.step()`` (one fused multiply);
+3. :meth:`~PruningMethod.on_epoch_end` after every epoch (0-based ``epoch``); returns swap stats;
+4. :meth:`~PruningMethod.on_train_end` after the last epoch.
+
+Regrowth: a regrown unit is re-initialised, never given back its stale value. Conv filters are drawn
+fresh from torchvision's VGG / ResNet conv init, Kaiming-normal (fan-out, ReLU gain), with bias 0 and
+the following BatchNorm reset to weight 1, bias 0, running mean 0, running variance 1. Linear weights
+are drawn from PyTorch's ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torchvision's VGG
+classifier starts from N(0, 0.01), which is of the same order). ``regrow="zeros"`` regrows at zero
+instead (as in RigL, Evci et al. 2020). The optimizer's per-weight state (Adam's ``exp_avg`` /
+``exp_avg_sq``, SGD's momentum) of every dropped or regrown entry is zeroed at swap time, and masks are
+re-applied after every step, so optimizer state never brings a removed weight back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .masks import MaskSet, erk_keep_counts, group_l1_norm, l1_masks, random_masks, top_k_mask
+from .scenarios import Scenario, parse_scenario, units_removed
+from .structure import find_structure
+
+__all__ = [
+    "METHODS",
+    "REGROW",
+    "make_method",
+    "PruningMethod",
+    "DenseMethod",
+    "PreTrainingMethod",
+    "InTrainingMethod",
+    "PostTrainingMethod",
+    "SetMethod",
+    "UnknownMethodError",
+]
+
+METHODS: tuple[str, ...] = ("dense", "pre_training", "in_training", "post_training", "set")
+REGROW: tuple[str, ...] = ("reinit", "zeros")
+
+
+class UnknownMethodError(ValueError):
+    """A method name that is not one of :data:`METHODS`."""
+
+
+class PruningMethod:
+    """Base class: holds the scenario, the masks and the random generator; subclasses fill the hooks.
+
+    Args:
+        scenario: fractions removed per layer type.
+        swap_fraction: fraction of each layer's active units swapped per epoch (``in_training``, ``set``).
+        seed: seeds the method's own CPU generator (initial random masks, regrowth choice and values).
+        regrow: ``"reinit"`` (fresh initial values) or ``"zeros"``.
+        finetune_epochs: epochs the training loop trains after :meth:`on_train_end` (``post_training``).
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        swap_fraction: float = 0.2,
+        seed: int = 0,
+        regrow: str = "reinit",
+        finetune_epochs: int = 0,
+    ) -> None:
+        self.scenario = scenario
+        self.swap_fraction = swap_fraction
+        self.seed = seed
+        self.regrow = regrow
+        self.finetune_epochs = finetune_epochs
+        self.generator = torch.Generator().manual_seed(seed)
+        self.masks: MaskSet | None = None
+        self._pending_masks: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scenario={self.scenario.name!r}, seed={self.seed})"
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_init(self, model: nn.Module) -> None:
+        """Called once on the freshly built model, before the optimizer exists."""
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Called after every ``optimizer.step()``: re-applies the masks (no-op while unpruned)."""
+        if self._pending_masks is not None:
+            self._restore_masks(model)
+        if self.masks is not None:
+            self.masks.apply(model)
+
+    def on_epoch_end(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, num_epochs: int
+    ) -> dict[str, Any]:
+        """Called after every epoch (``epoch`` is 0-based). Returns swap statistics (empty if none)."""
+        return {}
+
+    def on_train_end(self, model: nn.Module) -> None:
+        """Called after the last epoch."""
+        self.apply(model)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def apply(self, model: nn.Module) -> None:
+        """Zero the removed weights of ``model`` now (e.g. after loading a checkpoint into it)."""
+        self.after_step(model, None)
+
+    @property
+    def is_pruned(self) -> bool:
+        """Whether the method holds masks (``post_training`` only after :meth:`on_train_end`)."""
+        return self.masks is not None or self._pending_masks is not None
+
+    def _set_masks(self, model: nn.Module, masks: MaskSet) -> None:
+        self.masks = masks
+        self._pending_masks = None
+        masks.bind(model)
+        masks.apply(model)
+
+    def _restore_masks(self, model: nn.Module) -> None:
+        masks = MaskSet.from_state_dict(find_structure(model), self._pending_masks)
+        self._set_masks(model, masks)
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Masks, generator state and settings; plain tensors and builtins (``weights_only=True`` safe)."""
+        return {
+            "method": self.name,
+            "scenario": {"conv": self.scenario.conv, "linear": self.scenario.linear},
+            "swap_fraction": self.swap_fraction,
+            "seed": self.seed,
+            "regrow": self.regrow,
+            "finetune_epochs": self.finetune_epochs,
+            "generator": self.generator.get_state(),
+            "masks": self.masks.state_dict() if self.masks is not None else self._pending_masks,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; the masks are applied at the next hook call."""
+        if state["method"] != self.name:
+            raise ValueError(f"state of method {state['method']!r} cannot be loaded into method {self.name!r}")
+        scenario = parse_scenario(dict(state["scenario"]))
+        if scenario != self.scenario:
+            raise ValueError(f"state of scenario {scenario.name!r} cannot be loaded into scenario {self.scenario.name!r}")
+        self.generator.set_state(state["generator"])
+        self.masks = None
+        self._pending_masks = state["masks"]
+
+
+class DenseMethod(PruningMethod):
+    """No pruning: the baseline."""
+
+    name = "dense"
+
+
+class PreTrainingMethod(PruningMethod):
+    """L1 masks taken at initialisation, fixed during training."""
+
+    name = "pre_training"
+
+    def on_init(self, model: nn.Module) -> None:
+        self._set_masks(model, l1_masks(model, find_structure(model), self.scenario))
+
+
+class PostTrainingMethod(PruningMethod):
+    """Dense training, then L1 pruning of the trained model at :meth:`on_train_end`."""
+
+    name = "post_training"
+
+    def on_train_end(self, model: nn.Module) -> None:
+        self._set_masks(model, l1_masks(model, find_structure(model), self.scenario))
+
+
+class InTrainingMethod(PruningMethod):
+    """Random exact-count initial masks, evolved at every epoch end but the last."""
+
+    name = "in_training"
+
+    def on_init(self, model: nn.Module) -> None:
+        structure = find_structure(model)
+        self._set_masks(model, random_masks(model, structure, self.scenario, self.generator))
+
+    def on_epoch_end(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, num_epochs: int
+    ) -> dict[str, Any]:
+        if self._pending_masks is not None:
+            self._restore_masks(model)
+        if self.masks is None:
+            raise RuntimeError(f"{self.name}: on_epoch_end called before on_init; call on_init(model) first")
+        if not self.masks.is_bound_to(model):
+            self.masks.bind(model)
+        if epoch >= num_epochs - 1 or self.swap_fraction == 0:
+            self.masks.apply(model)
+            return {"filters_swapped": 0, "weights_swapped": 0}
+        stats = _swap(model, optimizer, self.masks, self.swap_fraction, self.generator, self.regrow)
+        self.masks.apply(model)
+        return stats
+
+
+class SetMethod(InTrainingMethod):
+    """Sparse Evolutionary Training: Erdős–Rényi initial densities, then the in-training evolution."""
+
+    name = "set"
+
+    def on_init(self, model: nn.Module) -> None:
+        structure = find_structure(model)
+        keep = erk_keep_counts(model, self.scenario, structure)
+        self._set_masks(model, random_masks(model, structure, self.scenario, self.generator, keep=keep))
+
+
+_CLASSES = {
+    "dense": DenseMethod,
+    "pre_training": PreTrainingMethod,
+    "in_training": InTrainingMethod,
+    "post_training": PostTrainingMethod,
+    "set": SetMethod,
+}
+
+
+def make_method(
+    name: str,
+    scenario: str | dict | Scenario | None,
+    *,
+    swap_fraction: float = 0.2,
+    seed: int = 0,
+    regrow: str = "reinit",
+    finetune_epochs: int = 0,
+) -> PruningMethod:
+    """Build a pruning method.
+
+    Args:
+        name: one of :data:`METHODS`.
+        scenario: a scenario name, ``{conv: x, linear: y}`` or :class:`Scenario`; ``None`` only for ``dense``.
+        swap_fraction: fraction of active units swapped per epoch, in ``[0, 1]`` (``in_training``, ``set``).
+        seed: seed of the method's random generator.
+        regrow: ``"reinit"`` or ``"zeros"``: the values regrown weights start from.
+        finetune_epochs: epochs of fine-tuning after pruning (``post_training``), ``>= 0``.
+
+    Raises:
+        UnknownMethodError: ``name`` is not a method.
+        UnknownScenarioError, InvalidSparsityError: a bad scenario.
+        ValueError: a bad ``swap_fraction``, ``regrow`` or ``finetune_epochs``.
+    """
+    if name not in _CLASSES:
+        raise UnknownMethodError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    if scenario is None:
+        if name != "dense":
+            raise ValueError(f"method {name!r} needs a scenario; give one of uniform, mixed, linear_only or {{conv: x, linear: y}}")
+        scenario = Scenario(0.0, 0.0)
+    scenario = parse_scenario(scenario)
+    if isinstance(swap_fraction, bool) or not isinstance(swap_fraction, (int, float)) or not 0 <= swap_fraction <= 1:
+        raise ValueError(f"swap_fraction {swap_fraction!r} is outside [0, 1]; the default is 0.2")
+    if regrow not in REGROW:
+        raise ValueError(f"unknown regrow {regrow!r}; expected one of {', '.join(REGROW)}")
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
+        raise ValueError(f"finetune_epochs {finetune_epochs!r} must be an integer >= 0 (the paper uses 0)")
+    return _CLASSES[name](scenario, swap_fraction=float(swap_fraction), seed=seed, regrow=regrow,
+                          finetune_epochs=finetune_epochs)
+
+
+# -- evolution (in_training, set) ------------------------------------------------------------------
+def _swap_count(active: int, inactive: int, swap_fraction: float) -> int:
+    return min(units_removed(active, swap_fraction, keep_one=False), inactive)
+
+
+def _drop_and_grow(active: torch.Tensor, magnitude: torch.Tensor, n: int, generator: torch.Generator):
+    """Drop the ``n`` weakest active units, grow ``n`` random previously-inactive ones."""
+    drop = top_k_mask(-magnitude.float().masked_fill(~active, math.inf), n)
+    chance = torch.rand(active.shape, generator=generator).to(active.device)
+    grow = top_k_mask(chance.masked_fill(active, -1.0), n)
+    return drop, grow
+
+
+def _reset_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: torch.Tensor) -> None:
+    if optimizer is None:
+        return
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value[index] = 0
+
+
+def _nonzero(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Redraw the (rare, about 1e-7 per value) exact zeros of a standard-normal draw."""
+    zero = values == 0
+    while zero.any():
+        values[zero] = torch.randn(int(zero.sum()), generator=generator)
+        zero = values == 0
+    return values
+
+
+@torch.no_grad()
+def _swap(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    masks: MaskSet,
+    swap_fraction: float,
+    generator: torch.Generator,
+    regrow: str,
+) -> dict[str, int]:
+    filters_swapped = weights_swapped = 0
+    for group in masks.structure.conv_groups:
+        mask = masks.channel[group.name]
+        active = mask > 0
+        k = int(active.sum())
+        n = _swap_count(k, group.channels - k, swap_fraction)
+        if n == 0:
+            continue
+        drop, grow = _drop_and_grow(active, group_l1_norm(model, group), n, generator)
+        mask.copy_((active & ~drop) | grow)  # in place: the bound views see the new mask
+        changed = drop | grow
+        for conv_name, norm_name in zip(group.convs, group.norms):
+            conv = model.get_submodule(conv_name)
+            if regrow == "reinit":
+                fan_out = conv.out_channels * conv.weight[0, 0].numel()
+                fresh = _nonzero(torch.randn((n, *conv.weight.shape[1:]), generator=generator), generator)
+                fresh *= math.sqrt(2.0 / fan_out)
+                conv.weight[grow] = fresh.to(conv.weight)
+            else:
+                conv.weight[grow] = 0
+            _reset_optimizer_state(optimizer, conv.weight, changed)
+            if conv.bias is not None:
+                conv.bias[grow] = 0
+                _reset_optimizer_state(optimizer, conv.bias, changed)
+            if norm_name is not None:
+                norm = model.get_submodule(norm_name)
+                if norm.weight is not None:
+                    norm.weight[grow] = 1
+                    norm.bias[grow] = 0
+                    _reset_optimizer_state(optimizer, norm.weight, changed)
+                    _reset_optimizer_state(optimizer, norm.bias, changed)
+                if norm.running_mean is not None:
+                    norm.running_mean[grow] = 0
+                    norm.running_var[grow] = 1
+        filters_swapped += n
+    for name in masks.structure.linears:
+        linear = model.get_submodule(name)
+        mask = masks.weight[name]
+        active = mask > 0
+        k = int(active.sum())
+        n = _swap_count(k, mask.numel() - k, swap_fraction)
+        if n == 0:
+            continue
+        drop, grow = _drop_and_grow(active, linear.weight.detach().abs(), n, generator)
+        mask.copy_((active & ~drop) | grow)
+        if regrow == "reinit":
+            bound = 1.0 / math.sqrt(linear.in_features)
+            # U(-bound, bound) without its (probability 2**-24) exact zero, which would break the exact count
+            magnitude = 1.0 - torch.rand(n, generator=generator)  # in (0, 1]
+            sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+            fresh = magnitude * sign * bound
+            linear.weight[grow] = fresh.to(linear.weight)
+        else:
+            linear.weight[grow] = 0
+        _reset_optimizer_state(optimizer, linear.weight, drop | grow)
+        weights_swapped += n
+    return {"filters_swapped": filters_swapped, "weights_swapped": weights_swapped}
