@@ -1,0 +1,382 @@
+"""Measurements: energy windows, peak memory, classification metrics and CPU inference benchmarks.
+
+Energy. :class:`EnergyMeter` measures a window of code with Zeus (You, Chung, Chowdhury, NSDI 2023;
+``zeus.monitor.ZeusMonitor``): a GPU through NVML's energy counter, a CPU through RAPL. Where Zeus
+finds neither, it silently returns an empty (or all-zero) measurement; the meter detects that and
+records ``NaN`` with ``energy_source = "unavailable"``. With ``estimate=True`` it records
+CodeCarbon's CPU power model instead (``codecarbon.OfflineEmissionsTracker``, offline, writing
+nothing), labelled ``estimate-codecarbon-cpu``. A 0 is never reported as a measurement.
+
+Memory. :class:`PeakMemory` reports a phase's peak in MiB: on a GPU the CUDA caching allocator's
+peak (``torch.cuda.max_memory_allocated``, reset at the phase start); on a CPU the process's peak
+resident set size, sampled every 10 ms by a background thread with psutil (``ru_maxrss`` is only
+monotone over the process's life, so it cannot give a per-phase peak).
+
+Metrics. :func:`classification_metrics` gives accuracy and macro precision / recall / F1 from a
+confusion matrix (scikit-learn's definitions, ``zero_division=0``); :func:`macro_auc` the macro
+one-vs-rest ROC AUC of MedMNIST's tables (``sklearn.metrics.roc_auc_score``).
+
+Inference. :func:`benchmark_inference` follows timm's ``benchmark.py``: a fixed thread count,
+warm-up batches, ``time.perf_counter`` around each batch under ``torch.inference_mode``, latency
+per image (mean, p50, p95) excluding model loading, and an energy window that includes loading the
+model from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "EnergyReading",
+    "EnergyMeter",
+    "PeakMemory",
+    "classification_metrics",
+    "macro_auc",
+    "benchmark_inference",
+    "count_params",
+    "file_size_mb",
+]
+
+log = logging.getLogger(__name__)
+
+_MIB = float(2**20)
+_J_PER_KWH = 3.6e6
+
+
+# ---------------------------------------------------------------------------------------------- energy
+
+
+@dataclass
+class EnergyReading:
+    """One energy window's result.
+
+    Attributes:
+        energy_j: joules, or NaN when nothing was measured.
+        source: ``zeus-gpu``, ``zeus-cpu-rapl``, ``estimate-codecarbon-cpu`` or ``unavailable``.
+        time_s: wall seconds of the window.
+    """
+
+    energy_j: float = math.nan
+    source: str = "unavailable"
+    time_s: float = math.nan
+
+
+_ZEUS_MONITORS: dict[str, Any] = {}
+_CODECARBON: dict[str, Any] = {}
+
+
+def _zeus_monitor(kind: str) -> Any:
+    """One ZeusMonitor per process and kind (creating one probes NVML / RAPL, ~1 s)."""
+    if kind not in _ZEUS_MONITORS:
+        logging.getLogger("zeus").setLevel(logging.ERROR)  # e.g. "amdsmi not found" on every import
+        try:
+            from zeus.monitor import ZeusMonitor
+
+            if kind == "gpu":
+                monitor = ZeusMonitor(cpu_indices=[], approx_instant_energy=True)
+            else:
+                monitor = ZeusMonitor(gpu_indices=[])
+        except Exception as exc:  # noqa: BLE001 - any failure to probe means "no meter"
+            log.warning("Zeus could not start (%s); energy is unavailable", exc)
+            monitor = None
+        _ZEUS_MONITORS[kind] = monitor
+    return _ZEUS_MONITORS[kind]
+
+
+def _codecarbon_tracker() -> Any:
+    if "tracker" not in _CODECARBON:
+        for name in ("codecarbon",):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        from codecarbon import OfflineEmissionsTracker
+
+        # Offline (no network), no output files, process-level CPU share; country only affects CO2.
+        _CODECARBON["tracker"] = OfflineEmissionsTracker(
+            country_iso_code="USA",
+            output_methods=[],
+            log_level="error",
+            allow_multiple_runs=True,
+            tracking_mode="process",
+            measure_power_secs=1,
+        )
+        _CODECARBON["lock"] = threading.Lock()
+    return _CODECARBON["tracker"]
+
+
+class EnergyMeter:
+    """Measures the energy of code windows on one device, or says that it cannot.
+
+    Args:
+        device: the device whose energy counts: ``cuda``/``cuda:N`` (GPU energy via NVML) or
+            ``cpu`` (CPU package + DRAM energy via RAPL).
+        estimate: when no meter is available, record CodeCarbon's CPU model estimate instead of NaN.
+
+    Attributes:
+        source: what :meth:`measure` windows will report (``unavailable`` when nothing can be measured).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", *, estimate: bool = False) -> None:
+        self.device = torch.device(device)
+        self.estimate = estimate
+        self._monitor = None
+        self._gpu_index: int | None = None
+        if self.device.type == "cuda":
+            monitor = _zeus_monitor("gpu")
+            index = self.device.index if self.device.index is not None else 0
+            if monitor is not None and index in monitor.gpu_indices:
+                self._monitor, self._gpu_index, self.source = monitor, index, "zeus-gpu"
+        elif self.device.type == "cpu":
+            monitor = _zeus_monitor("cpu")
+            if monitor is not None and monitor.cpu_indices:
+                self._monitor, self.source = monitor, "zeus-cpu-rapl"
+        if self._monitor is None:
+            self.source = "estimate-codecarbon-cpu" if estimate else "unavailable"
+
+    @contextmanager
+    def measure(self) -> Iterator[EnergyReading]:
+        """Measure the ``with`` block; the yielded :class:`EnergyReading` is filled in on exit."""
+        reading = EnergyReading(source=self.source)
+        start = time.perf_counter()
+        if self._monitor is not None:
+            key = f"helpers-{uuid.uuid4().hex}"
+            self._monitor.begin_window(key)
+            try:
+                yield reading
+            finally:
+                result = self._monitor.end_window(key)
+                reading.time_s = time.perf_counter() - start
+                reading.energy_j, reading.source = self._zeus_energy(result)
+        elif self.source == "estimate-codecarbon-cpu":
+            tracker = _codecarbon_tracker()
+            with _CODECARBON["lock"]:  # CodeCarbon tracks one task at a time
+                tracker.start_task(f"helpers-{uuid.uuid4().hex}")
+                try:
+                    yield reading
+                finally:
+                    data = tracker.stop_task()
+                    reading.time_s = time.perf_counter() - start
+                    cpu_kwh = getattr(data, "cpu_energy", None) if data is not None else None
+                    if cpu_kwh is None or not math.isfinite(cpu_kwh) or cpu_kwh <= 0:
+                        reading.energy_j, reading.source = math.nan, "unavailable"
+                    else:
+                        reading.energy_j = float(cpu_kwh) * _J_PER_KWH
+        else:
+            try:
+                yield reading
+            finally:
+                reading.time_s = time.perf_counter() - start
+
+    def _zeus_energy(self, result: Any) -> tuple[float, str]:
+        if self._gpu_index is not None:
+            values = [result.gpu_energy.get(self._gpu_index)] if result.gpu_energy else []
+        else:
+            values = list((result.cpu_energy or {}).values()) + list((result.dram_energy or {}).values())
+        values = [float(v) for v in values if v is not None]
+        total = sum(values)
+        # Zeus returns empty or all-zero readings where it has no counter; that is not a measurement.
+        if not values or not math.isfinite(total) or total <= 0:
+            return math.nan, "unavailable"
+        return total, self.source
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak memory of a code block in MiB (see the module docstring for how, per device).
+
+    Use as a context manager; read :attr:`peak_mb` after the block.
+
+    Args:
+        device: the device whose memory counts.
+        interval_s: CPU sampling period.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", interval_s: float = 0.01) -> None:
+        self.device = torch.device(device)
+        self.interval_s = interval_s
+        self.peak_mb = math.nan
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._peak_bytes = 0
+
+    def _sample(self) -> None:
+        import psutil
+
+        process = psutil.Process(os.getpid())
+        while not self._stop.is_set():
+            self._peak_bytes = max(self._peak_bytes, process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+        self._peak_bytes = max(self._peak_bytes, process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / _MIB
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+            self.peak_mb = self._peak_bytes / _MIB
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 from a confusion matrix (rows: true, cols: predicted).
+
+    Macro averages weigh every class equally; a class that is never predicted (or never present)
+    contributes 0 to precision (recall), as scikit-learn's ``zero_division=0``. Classes absent from
+    both the labels and the predictions are left out of the averages, as scikit-learn does.
+    """
+    cm = torch.as_tensor(confusion, dtype=torch.float64)
+    total = cm.sum()
+    if total == 0:
+        return {"accuracy": math.nan, "precision": math.nan, "recall": math.nan, "f1": math.nan}
+    tp = cm.diag()
+    predicted = cm.sum(0)
+    actual = cm.sum(1)
+    present = (predicted + actual) > 0
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(tp))
+    return {
+        "accuracy": float(tp.sum() / total),
+        "precision": float(precision[present].mean()),
+        "recall": float(recall[present].mean()),
+        "f1": float(f1[present].mean()),
+    }
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC of class probabilities; NaN when a class is missing from ``labels``.
+
+    Args:
+        labels: true classes, shape ``[N]``.
+        probs: class probabilities, shape ``[N, K]`` (rows sum to 1).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    if len(np.unique(labels)) < k:
+        return math.nan
+    if k == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=list(range(k))))
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """``(total, nonzero)`` parameter counts of ``model``."""
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+    return total, nonzero
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+
+def _percentile_ms(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q) * 1e3)
+
+
+def benchmark_inference(
+    load: Callable[[], nn.Module],
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1,
+    samples: int = 100,
+    warmup: int = 10,
+    threads: int = 1,
+    meter: EnergyMeter | None = None,
+) -> dict[str, Any]:
+    """Time CPU inference of a model loaded from disk, timm-style.
+
+    The energy window spans ``load()`` (reading the model from disk), the warm-up and the timed
+    batches; the latency figures span only the timed batches.
+
+    Args:
+        load: returns the model (e.g. ``lambda: load_model(path)``); it is put in eval mode.
+        images: input images ``[N, C, H, W]``, cycled to fill the batches.
+        batch_size: images per forward pass.
+        samples: images to time; ``ceil(samples / batch_size)`` timed batches.
+        warmup: untimed batches before timing.
+        threads: torch intra-op threads (restored afterwards).
+        meter: energy meter; ``None`` gives an unavailable reading.
+
+    Returns:
+        ``batch_size, samples, warmup, threads, latency_ms_mean, latency_ms_p50, latency_ms_p95,
+        load_time_s, energy_j, energy_source``, and ``model`` (the loaded model, for reuse).
+    """
+    if images.shape[0] == 0:
+        raise ValueError("benchmark_inference needs at least one image")
+    meter = meter or EnergyMeter("cpu")
+    n_batches = max(1, math.ceil(samples / batch_size))
+    reps = math.ceil(batch_size / images.shape[0])
+    pool = images.repeat(reps, 1, 1, 1) if reps > 1 else images
+    shift = [(i * batch_size) % images.shape[0] for i in range(min(n_batches, 8))]
+    batches = [pool.roll(-s, 0)[:batch_size].contiguous() for s in shift]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with meter.measure() as energy:
+            start = time.perf_counter()
+            model = load().eval()
+            load_time = time.perf_counter() - start
+            per_image: list[float] = []
+            with torch.inference_mode():
+                for i in range(warmup):
+                    model(batches[i % len(batches)])
+                for i in range(n_batches):
+                    x = batches[i % len(batches)]
+                    t0 = time.perf_counter()
+                    model(x)
+                    per_image.append((time.perf_counter() - t0) / x.shape[0])
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {
+        "batch_size": batch_size,
+        "samples": n_batches * batch_size,
+        "warmup": warmup,
+        "threads": threads,
+        "latency_ms_mean": float(np.mean(per_image) * 1e3),
+        "latency_ms_p50": _percentile_ms(per_image, 50),
+        "latency_ms_p95": _percentile_ms(per_image, 95),
+        "load_time_s": load_time,
+        "energy_j": energy.energy_j,
+        "energy_source": energy.source,
+        "model": model,
+    }
+
+
+def file_size_mb(path: str | os.PathLike) -> float:
+    """Size of a file on disk in MiB."""
+    return Path(path).stat().st_size / _MIB

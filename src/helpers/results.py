@@ -1,0 +1,400 @@
+"""The study's results: tidy tables rebuilt from the run folders, and the one place their columns are documented.
+
+Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.runner`):
+
+- ``params.json``: the run's resolved parameters (:meth:`helpers.config.RunSpec.to_dict`).
+- ``environment.json``: package versions, CPU, threads, GPU, git commit (:func:`environment`).
+- ``epochs.csv``: the run's rows of the ``epochs`` table.
+- ``inference.csv``: the run's rows of the ``inference`` table (absent for diverged runs).
+- ``predictions.npz``: test-set class probabilities ``probs`` [N, K], ``labels`` [N] and ``preds``
+  [N], so any metric can be recomputed later.
+- ``model.pt`` / ``model_compacted.pt``: the final masked model and its compacted twin
+  (:func:`helpers.pruning.save_model`); dropped after inference when ``keep_models`` is false,
+  except for dense runs, which ``post_training`` reuses.
+- ``result.json``: the run's row of the ``runs`` table. Written last: its presence marks the run
+  finished (the folder is renamed into place atomically, so a folder under ``runs/`` is complete).
+
+:func:`collect` rebuilds ``<study>/results/{runs,epochs,inference}.csv`` from those folders (one
+writer: the process that calls it), so concurrent runs never write the same file.
+:func:`load_tables` reads them back for the notebooks. :data:`COLUMNS` documents every column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "ID_COLUMNS",
+    "TABLES",
+    "RUN_STATUSES",
+    "ENERGY_SOURCES",
+    "collect",
+    "load_tables",
+    "write_json_atomic",
+    "write_csv_atomic",
+    "read_json",
+    "environment",
+    "summarize_rows",
+    "FILE_MODE",
+]
+
+TABLES: tuple[str, ...] = ("runs", "epochs", "inference")
+ID_COLUMNS: tuple[str, ...] = ("run_id", "dataset", "model", "method", "scenario", "seed")
+
+#: ``status`` values of the runs table.
+RUN_STATUSES: dict[str, str] = {
+    "completed": "trained, tested and measured",
+    "diverged": "the training loss became NaN or infinite; the history up to that epoch is kept, no test or inference",
+    "failed": "raised an error (message in `error`); not finished, so the next `train` retries it",
+}
+
+#: ``energy_source`` values (every energy figure carries one; ``energy_j`` is NaN for ``unavailable``).
+ENERGY_SOURCES: dict[str, str] = {
+    "zeus-gpu": "measured by Zeus through NVML on the run's GPU (GPU energy only)",
+    "zeus-cpu-rapl": "measured by Zeus through Intel/AMD RAPL (CPU packages plus DRAM where exposed)",
+    "estimate-codecarbon-cpu": (
+        "NOT a measurement: CodeCarbon's CPU power model (RAPL when readable, else the CPU's TDP "
+        "scaled by its load, else a constant), integrated over the window; only with energy.estimate"
+    ),
+    "unavailable": "no meter found (Zeus saw no GPU and no RAPL); energy_j is NaN, never 0",
+}
+
+_ENERGY = "energy in joules over the window; NaN when energy_source is 'unavailable'"
+_SOURCE = f"where the energy figure comes from: {', '.join(ENERGY_SOURCES)} (see results.ENERGY_SOURCES)"
+_PEAK = (
+    "peak memory of the phase in MiB (2^20 bytes): on a GPU the CUDA caching allocator's peak "
+    "(torch.cuda.max_memory_allocated, reset at the phase start); on a CPU the process's peak resident "
+    "set size, sampled every 10 ms by a background thread (psutil) and including the phase's start value"
+)
+
+#: Every column of every table, with its meaning and unit. Tests hold the tables to this.
+COLUMNS: dict[str, dict[str, str]] = {
+    "runs": {
+        "run_id": "stable id: {dataset}-{model}-{method}-{scenario}-s{seed}-{hash8 of the resolved parameters}",
+        "dataset": "dataset name (helpers.data.DATASETS)",
+        "model": "model name (helpers.models.MODELS)",
+        "method": "dense, pre_training, in_training, post_training or set",
+        "scenario": "uniform, mixed, linear_only, conv<x>_linear<y>; 'none' for dense runs",
+        "seed": "seed of the model initialisation, mask and batch order",
+        "status": f"{', '.join(RUN_STATUSES)} (see results.RUN_STATUSES)",
+        "epochs_completed": (
+            "training epochs done; for post_training the reused dense run's epochs plus finetune_epochs"
+        ),
+        "conv_sparsity_target": "fraction of conv output filters the scenario removes",
+        "linear_sparsity_target": "fraction of linear weights the scenario removes",
+        "conv_filter_sparsity": "achieved fraction of conv output filters that are entirely zero (final model)",
+        "linear_weight_sparsity": "achieved fraction of linear weights that are zero (final model)",
+        "conv_weight_sparsity": (
+            "achieved fraction of conv weights that are zero (final model); equals the conv target for "
+            "every method, while set's conv_filter_sparsity differs by design: its Erdős–Rényi budget is "
+            "measured in weights, small layers keep more of their filters (helpers.pruning.masks)"
+        ),
+        "overall_sparsity": "achieved fraction of zero parameters over all parameters (final model)",
+        "params_total": "parameters of the (masked) model, zeros included",
+        "params_nonzero": "non-zero parameters of the final (masked) model",
+        "train_time_s": (
+            "seconds spent in training phases (validation excluded); for post_training the reused dense "
+            "run's training plus its own fine-tuning: the cost of obtaining the pruned model"
+        ),
+        "train_energy_j": (
+            "energy of the training phases in joules (sum over epochs; post_training adds the dense "
+            "run's as for train_time_s); NaN when unavailable"
+        ),
+        "train_energy_source": _SOURCE,
+        "peak_memory_mb": "largest peak_memory_mb of the run's training phases (see epochs.peak_memory_mb)",
+        "test_accuracy": "top-1 accuracy on the test split of the final model",
+        "test_precision": "macro-averaged precision on the test split (classes without predictions count 0)",
+        "test_recall": "macro-averaged recall on the test split",
+        "test_f1": "macro-averaged F1 on the test split",
+        "test_auc": (
+            "macro one-vs-rest ROC AUC of the softmax probabilities on the test split (as the MedMNIST "
+            "tables report); NaN if the test subset lacks a class"
+        ),
+        "test_loss": "mean cross-entropy on the test split",
+        "test_samples": "images in the test split used",
+        "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
+        "device": "training device (cpu, cuda, cuda:N)",
+        "error": "failed runs: the error message; empty otherwise",
+    },
+    "epochs": {
+        "run_id": "the run (see runs.run_id)",
+        "epoch": "1-based epoch number (post_training: its fine-tuning epochs)",
+        "phase": "train or val",
+        "loss": "mean cross-entropy over the phase's samples (train: as seen during the epoch, in train mode)",
+        "accuracy": "top-1 accuracy over the phase's samples",
+        "precision": "macro-averaged precision",
+        "recall": "macro-averaged recall",
+        "f1": "macro-averaged F1",
+        "time_s": "wall seconds of the phase (train excludes validation and checkpointing)",
+        "energy_j": _ENERGY,
+        "energy_source": _SOURCE,
+        "peak_memory_mb": _PEAK,
+    },
+    "inference": {
+        "run_id": "the run (see runs.run_id)",
+        "variant": "masked (the trained model, zeros still computed) or compacted (pruned filters physically removed)",
+        "device": "inference device (always cpu, as in the study)",
+        "threads": "torch intra-op threads during inference",
+        "batch_size": "images per forward pass",
+        "samples": "timed images (after warm-up); ceil(samples / batch_size) timed batches",
+        "warmup": "untimed warm-up batches before timing",
+        "latency_ms_mean": "mean latency per image in ms (batch time / batch size), model load excluded",
+        "latency_ms_p50": "median latency per image in ms",
+        "latency_ms_p95": "95th percentile latency per image in ms",
+        "load_time_s": "seconds to load the model from disk",
+        "energy_j": (
+            "energy in joules of the whole measurement, model load from disk + warm-up + timed batches; "
+            "NaN when energy_source is 'unavailable'"
+        ),
+        "energy_source": _SOURCE,
+        "params_total": "parameters of this variant (the compacted model has fewer)",
+        "params_nonzero": "non-zero parameters of this variant",
+        "model_size_mb": "size of the saved model file on disk in MiB (2^20 bytes)",
+        "macs": (
+            "multiply-accumulates of one forward pass at batch 1 (torch-pruning's counter); the masked "
+            "model's equal the dense model's, since its zeros are still computed"
+        ),
+        "max_abs_logit_diff": (
+            "compacted: the largest |logit difference| from the masked model over the test images "
+            "(float32 round-off); NaN for masked (the reference)"
+        ),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------- file helpers
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of files written through a temporary file: what ``open`` would give (mkstemp's is 0600).
+FILE_MODE = 0o666 & ~_umask()
+
+
+def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file and :func:`os.replace` (never half-written)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+    _atomic_write(Path(path), lambda fh: fh.write(text + "\n"))
+
+
+def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as CSV (no index) through a temporary file and :func:`os.replace`."""
+    _atomic_write(Path(path), lambda fh: frame.to_csv(fh, index=False))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by :func:`write_json_atomic`."""
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# ---------------------------------------------------------------------------------------- environment
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        return {"git_commit": commit, "git_dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """What a run ran on: versions, CPU, threads, GPU, git commit (saved as ``environment.json``)."""
+    import torch
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = {
+            "name": torch.cuda.get_device_name(0),
+            "count": torch.cuda.device_count(),
+            "cuda": torch.version.cuda,
+        }
+    packages = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "torch-pruning", "zeus", "codecarbon")
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "gpu": gpu,
+        "packages": {p: _version(p) for p in packages},
+        "pruning_study": _version("pruning-study"),
+        **_git_commit(),
+    }
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+
+def _empty(table: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS[table]})
+
+
+def _ordered(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The documented columns first, in :data:`COLUMNS` order, then any id columns joined in."""
+    for col in COLUMNS[table]:
+        if col not in frame.columns:
+            frame[col] = pd.NA
+    extra = [c for c in frame.columns if c not in COLUMNS[table]]
+    return frame[list(COLUMNS[table]) + extra]
+
+
+def _run_folders(study_dir: Path, run_ids: Iterable[str] | None) -> list[Path]:
+    runs = study_dir / "runs"
+    if not runs.is_dir():
+        return []
+    wanted = None if run_ids is None else set(run_ids)
+    folders = [p for p in sorted(runs.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    if wanted is not None:
+        folders = [p for p in folders if p.name in wanted]
+    return [p for p in folders if (p / "result.json").is_file()]
+
+
+def _failed_rows(study_dir: Path, run_ids: Iterable[str] | None, finished: set[str]) -> list[dict[str, Any]]:
+    work = study_dir / "runs" / ".work"
+    if not work.is_dir():
+        return []
+    wanted = None if run_ids is None else set(run_ids)
+    rows = []
+    for folder in sorted(work.iterdir()):
+        error = folder / "error.json"
+        if folder.name in finished or not error.is_file() or (wanted is not None and folder.name not in wanted):
+            continue
+        rows.append(read_json(error))
+    return rows
+
+
+def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Rebuild ``<study>/results/{runs,epochs,inference}.csv`` from the run folders.
+
+    Args:
+        study_dir: the study folder (``<out>/<name>``).
+        run_ids: keep only these runs (the current grid); all finished runs when None. Failed runs
+            (an ``error.json`` in their unfinished work folder) appear in ``runs`` with status ``failed``.
+
+    Returns:
+        The three tables, as written. ``epochs`` and ``inference`` carry the run's id columns
+        (dataset, model, method, scenario, seed) joined in for plotting.
+    """
+    study_dir = Path(study_dir)
+    run_rows: list[dict[str, Any]] = []
+    epoch_frames: list[pd.DataFrame] = []
+    inference_frames: list[pd.DataFrame] = []
+    for folder in _run_folders(study_dir, run_ids):
+        run_rows.append(read_json(folder / "result.json"))
+        for name, frames in (("epochs.csv", epoch_frames), ("inference.csv", inference_frames)):
+            path = folder / name
+            if path.is_file() and path.stat().st_size > 0:
+                frame = pd.read_csv(path)
+                if len(frame):
+                    frames.append(frame)
+    run_rows.extend(_failed_rows(study_dir, run_ids, {r["run_id"] for r in run_rows}))
+    runs = _ordered(pd.DataFrame(run_rows), "runs") if run_rows else _empty("runs")
+    ids = runs[list(ID_COLUMNS)]
+    tables = {"runs": runs}
+    for table, frames in (("epochs", epoch_frames), ("inference", inference_frames)):
+        frame = pd.concat(frames, ignore_index=True) if frames else _empty(table)
+        frame = _ordered(frame, table)
+        frame = frame.drop(columns=[c for c in ID_COLUMNS[1:] if c in frame.columns])
+        frame = frame.merge(ids, on="run_id", how="left")
+        tables[table] = _ordered(frame, table)
+    results = study_dir / "results"
+    if results.is_dir():  # temporary files of a collect that was killed mid-write (single writer by design)
+        for stale in results.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    for table, frame in tables.items():
+        write_csv_atomic(results / f"{table}.csv", frame)
+    return tables
+
+
+def load_tables(study_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """The study's tables ``{"runs", "epochs", "inference"}`` as DataFrames.
+
+    Reads ``<study>/results/*.csv``; rebuilds them from the run folders first (:func:`collect`) when
+    any is missing.
+    """
+    study_dir = Path(study_dir)
+    paths = {t: study_dir / "results" / f"{t}.csv" for t in TABLES}
+    if not all(p.is_file() for p in paths.values()):
+        if not (study_dir / "runs").is_dir():
+            raise FileNotFoundError(
+                f"no results under {study_dir}; run the study first: python -m helpers train PARAMS.yaml"
+            )
+        return collect(study_dir)
+    tables = {}
+    for table, path in paths.items():
+        tables[table] = pd.read_csv(path)
+    return tables
+
+
+def summarize_rows(rows: Iterable[Mapping[str, Any]], table: str) -> pd.DataFrame:
+    """Rows as a DataFrame with the documented columns of ``table`` first (used for per-run CSVs)."""
+    frame = pd.DataFrame(list(rows))
+    return _empty(table) if frame.empty else _ordered(frame, table)

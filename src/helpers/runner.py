@@ -1,0 +1,496 @@
+"""Run a study's grid: plan, execute each run (idempotent, resumable), collect the tables.
+
+The flow is one way (see DESIGN.md): :func:`helpers.config.expand_grid` plans the runs;
+:func:`run_one` executes one :class:`~helpers.config.RunSpec` as a pure function of the spec and the
+study folder; :func:`helpers.results.collect` rebuilds the tables from the run folders. The local
+executor runs the specs in order in this process (dense runs come before the ``post_training`` runs
+that reuse them); since :func:`run_one` needs nothing else, another executor can distribute the
+same specs.
+
+A run works in ``<study>/runs/.work/<run_id>/`` and, once finished, that folder is renamed to
+``<study>/runs/<run_id>/`` in one atomic step, ``result.json`` being the last file written into it.
+So a folder under ``runs/`` is always complete, a finished run is skipped on the next call, and a
+killed run resumes from the checkpoint of its last finished epoch (temporary files of an interrupted
+write are removed first). The work folder holds ``checkpoint.pt`` (model, optimizer, method state,
+history and RNG state after the last finished epoch; loaded with ``weights_only=True``) while training,
+then ``trained.pt`` (the history) next to ``model.pt`` once training is over, so an interruption during
+testing or inference does not retrain; both are deleted before the folder is finished. A run that raises leaves ``error.json`` in its work folder, is reported as
+``failed`` and retried next time; a run whose loss diverges is finished with status ``diverged``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from helpers.config import ParamsError, RunSpec, StudyParams, dense_twin, expand_grid, load_params, study_dir
+from helpers.measure import EnergyMeter, benchmark_inference, count_params, file_size_mb, macro_auc
+from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
+from helpers.train import (
+    Data,
+    FitResult,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    seed_everything,
+)
+
+__all__ = ["run_study", "run_one", "plan", "preflight", "is_finished", "run_dir", "work_dir", "prepare_data"]
+
+log = logging.getLogger(__name__)
+
+SUBDIRS: tuple[str, ...] = ("runs", "results", "figures", "notebooks")
+_MAX_LOGIT_IMAGES = 256
+
+
+def run_dir(study: str | os.PathLike, run_id: str) -> Path:
+    """The finished folder of a run: ``<study>/runs/<run_id>``."""
+    return Path(study) / "runs" / run_id
+
+
+def work_dir(study: str | os.PathLike, run_id: str) -> Path:
+    """The folder a run works in until it is finished: ``<study>/runs/.work/<run_id>``."""
+    return Path(study) / "runs" / ".work" / run_id
+
+
+def is_finished(study: str | os.PathLike, run_id: str) -> bool:
+    """Whether the run's finished folder exists (with its ``result.json``)."""
+    return (run_dir(study, run_id) / "result.json").is_file()
+
+
+def plan(params: StudyParams) -> list[RunSpec]:
+    """The study's runs, in execution order (:func:`helpers.config.expand_grid`)."""
+    return expand_grid(params)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=4)
+def _load_splits_cached(dataset: str, key: str) -> dict[str, Any]:
+    from helpers import data as data_mod
+
+    opts = json.loads(key)
+    return data_mod.load_splits(
+        dataset,
+        root=opts["data_root"],
+        size=opts["image_size"],
+        seed=opts["data_seed"],
+        download=True,
+        train_subset=opts["train_subset"],
+        val_subset=opts["val_subset"],
+        test_subset=opts["test_subset"],
+        **opts["dataset_options"],
+    )
+
+
+def _split_key(run: Mapping[str, Any]) -> str:
+    keys = ("data_root", "image_size", "data_seed", "train_subset", "val_subset", "test_subset", "dataset_options")
+    return json.dumps({k: run[k] for k in keys}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _prepared(dataset: str, key: str, min_size: int) -> Data:
+    from helpers.transforms import channel_stats, prepare_images
+
+    splits = _load_splits_cached(dataset, key)
+    mean, std = channel_stats(splits["train"].images)
+    prep = {name: prepare_images(split.images, min_size=min_size, mean=mean, std=std) for name, split in splits.items()}
+    return Data(
+        train_x=prep["train"], train_y=splits["train"].labels.long(),
+        val_x=prep["val"], val_y=splits["val"].labels.long(),
+        test_x=prep["test"], test_y=splits["test"].labels.long(),
+        num_classes=len(splits["train"].classes),
+    )  # fmt: skip
+
+
+def prepare_data(spec: RunSpec) -> Data:
+    """The run's splits as float tensors on the CPU: normalised with the training split's channel
+    statistics and padded to the model's minimum input (cached per process)."""
+    from helpers.models import min_input_size
+
+    return _prepared(spec.dataset, _split_key(spec.params), min_input_size(spec.model))
+
+
+def preflight(params: StudyParams) -> None:
+    """Check what validation cannot see, before anything is written: the device exists and every
+    dataset loads (downloading where allowed).
+
+    Raises:
+        ParamsError: naming the device or dataset and the fix.
+    """
+    device = params["device"]
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ParamsError(
+                f"device {device!r} is not available on this machine (CUDA devices: "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}); use --set device=cpu"
+            )
+    seen = set()
+    for spec in plan(params):
+        key = (spec.dataset, _split_key(spec.params))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            _load_splits_cached(*key)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ParamsError(f"dataset {spec.dataset!r} cannot be loaded: {' '.join(str(exc).split())}") from None
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+
+def run_study(
+    params: StudyParams | Mapping[str, Any] | str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run every unfinished run of the study and rebuild its tables.
+
+    Idempotent: finished runs are skipped, interrupted runs resume from their last checkpoint,
+    failed runs are retried.
+
+    Args:
+        params: validated parameters, or a mapping / YAML path for :func:`helpers.config.load_params`.
+        out: output root overriding ``params["out"]``.
+        progress: show tqdm bars (only on a terminal).
+
+    Returns:
+        The study folder ``<out>/<name>``.
+
+    Raises:
+        ParamsError: invalid parameters, an unavailable device or a dataset that cannot be loaded
+            (nothing is written then).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(params, StudyParams):
+        params = load_params(params)
+    study = study_dir(params, out)
+    preflight(params)
+    for sub in SUBDIRS:
+        (study / sub).mkdir(parents=True, exist_ok=True)
+    resolved = params.to_dict()
+    if out is not None:
+        resolved["out"] = str(out)
+    write_json_atomic(study / "params.json", resolved)
+    specs = plan(params)
+    bar = tqdm(specs, desc=f"study {params['name']}", unit="run", disable=None if progress else True)
+    for spec in bar:
+        bar.set_postfix_str(spec.run_id, refresh=False)
+        if is_finished(study, spec.run_id):
+            continue
+        try:
+            run_one(spec, study, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+            log.error("run %s failed: %s", spec.run_id, exc)
+            _record_failure(spec, study, exc)
+    bar.close()
+    collect(study, run_ids=[s.run_id for s in specs])
+    return study
+
+
+def _record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
+    work = work_dir(study, spec.run_id)
+    work.mkdir(parents=True, exist_ok=True)
+    row = {
+        "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.model, "method": spec.method,
+        "scenario": spec.scenario, "seed": spec.seed, "status": "failed",
+        "conv_sparsity_target": spec.params["conv_sparsity"], "linear_sparsity_target": spec.params["linear_sparsity"],
+        "device": spec.params["device"], "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+        "traceback": traceback.format_exc(),
+    }  # fmt: skip
+    write_json_atomic(work / "error.json", row)
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+
+def _clean_partial_files(folder: Path) -> None:
+    for path in folder.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    (folder / "error.json").unlink(missing_ok=True)
+
+
+def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str:
+    """Execute one run (train, test, measure inference) and finish its folder atomically.
+
+    Args:
+        spec: the run.
+        study: the study folder.
+        progress: show the epoch bar (only on a terminal).
+
+    Returns:
+        ``"skipped"`` (already finished), ``"completed"`` or ``"diverged"``.
+    """
+    from helpers import pruning
+
+    study = Path(study)
+    if is_finished(study, spec.run_id):
+        return "skipped"
+    p = spec.params
+    work = work_dir(study, spec.run_id)
+    work.mkdir(parents=True, exist_ok=True)
+    _clean_partial_files(work)
+    torch.set_num_threads(p["threads"])
+    write_json_atomic(work / "params.json", spec.to_dict())
+    write_json_atomic(work / "environment.json", environment(p["threads"]))
+
+    device = torch.device(p["device"])
+    meter = EnergyMeter(device, estimate=p["energy"]["estimate"])
+    cpu_data = prepare_data(spec)
+    data = cpu_data.to(device) if device.type != "cpu" else cpu_data
+    method = pruning.make_method(
+        spec.method,
+        None if spec.method == "dense" else {"conv": p["conv_sparsity"], "linear": p["linear_sparsity"]},
+        swap_fraction=p["swap_fraction"],
+        seed=spec.seed,
+        finetune_epochs=p["finetune_epochs"] if spec.method == "post_training" else 0,
+    )
+    reused = None
+    if spec.method == "post_training":
+        dense = dense_twin(spec)
+        if not is_finished(study, dense.run_id):
+            run_one(dense, study, progress=progress)
+        reused = read_json(run_dir(study, dense.run_id) / "result.json")
+        if reused["status"] != "completed":
+            raise RuntimeError(
+                f"dense run {dense.run_id} {reused['status']}; post_training needs a trained dense model"
+            )
+    model_path, trained_path = work / "model.pt", work / "trained.pt"
+    if trained_path.is_file():  # training finished before an interruption: pick up its result
+        state = load_checkpoint(trained_path)
+        result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
+                           epochs_completed=int(state["epochs_completed"]))  # fmt: skip
+        model = None if result.diverged else pruning.load_model(model_path).to(device)
+    else:
+        model, result = _train(spec, study, method, data, meter, work, progress)
+        if not result.diverged:
+            pruning.save_model(model, model_path, meta=_meta(spec))
+        # The final model is model.pt (masks are its zeros); the method's state is no longer needed.
+        save_checkpoint(trained_path, {
+            "history": result.history, "diverged": result.diverged, "epochs_completed": result.epochs_completed,
+        })  # fmt: skip
+        (work / "checkpoint.pt").unlink(missing_ok=True)
+    history = [{"run_id": spec.run_id, **r} for r in result.history]
+    write_csv_atomic(work / "epochs.csv", summarize_rows(history, "epochs"))
+
+    row = _run_row(spec, result, reused)
+    if result.diverged:
+        row["status"] = "diverged"
+    else:
+        row.update(_test(spec, model, data, work))
+        row.update(pruning.summarize_sparsity(model))
+        row["conv_weight_sparsity"] = _conv_weight_sparsity(model)
+        inference = _inference(spec, model, cpu_data, work, model_path)
+        write_csv_atomic(work / "inference.csv", summarize_rows(inference, "inference"))
+        if not p["keep_models"]:  # dense models stay: post_training runs reuse them
+            (work / "model_compacted.pt").unlink(missing_ok=True)
+            if spec.method != "dense":
+                model_path.unlink(missing_ok=True)
+    trained_path.unlink(missing_ok=True)
+    write_json_atomic(work / "result.json", row)
+    _finish(work, run_dir(study, spec.run_id))
+    return row["status"]
+
+
+def _train(spec: RunSpec, study: Path, method: Any, data: Data, meter: EnergyMeter, work: Path,
+           progress: bool) -> tuple[torch.nn.Module, FitResult]:  # fmt: skip
+    """Build (or, for post_training, load and prune the dense model) and train; resumes from the checkpoint."""
+    from helpers import pruning
+    from helpers.models import build_model
+
+    p = spec.params
+    device = data.train_x.device
+    if spec.method == "post_training":
+        model = pruning.load_model(run_dir(study, dense_twin(spec).run_id) / "model.pt").to(device)
+        method.on_init(model)
+        method.on_train_end(model)  # prune the trained dense model; fine-tuning (if any) keeps the masks
+        epochs = p["finetune_epochs"]
+    else:
+        seed_everything(spec.seed)
+        model = build_model(spec.model, data.num_classes, data.train_x.shape[1]).to(device)
+        method.on_init(model)
+        epochs = p["epochs"]
+    result = FitResult(history=[], diverged=False, epochs_completed=0)
+    if epochs > 0:
+        optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
+        result = fit(
+            model, optimizer, method, data, epochs=epochs, batch_size=p["batch_size"],
+            eval_batch_size=p["eval_batch_size"], seed=spec.seed, meter=meter,
+            checkpoint_path=work / "checkpoint.pt", checkpoint_last=False, augment=_augmenter(p["augment"]),
+            progress=progress, description=spec.run_id,
+        )  # fmt: skip
+        if not result.diverged and spec.method != "post_training":
+            method.on_train_end(model)
+    return model, result
+
+
+def _finish(work: Path, final: Path) -> None:
+    try:
+        os.rename(work, final)
+    except OSError:
+        if (final / "result.json").is_file():  # finished concurrently by another worker
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            raise
+    work_root = work.parent
+    try:
+        work_root.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+def _augmenter(options: Mapping[str, Any]) -> Any:
+    if not options["hflip"] and options["rotation_degrees"] == 0:
+        return None
+    from helpers.transforms import augment_batch
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(
+            x, generator=generator, hflip=options["hflip"], rotation_degrees=options["rotation_degrees"]
+        )
+
+    return augment
+
+
+def _meta(spec: RunSpec) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "model": spec.model, "dataset": spec.dataset, "method": spec.method,
+            "scenario": spec.scenario, "seed": spec.seed}  # fmt: skip
+
+
+def _sum_energy(rows: list[Mapping[str, Any]]) -> tuple[float, str]:
+    if not rows:
+        return math.nan, "unavailable"
+    sources = {r["energy_source"] for r in rows}
+    values = [float(r["energy_j"]) for r in rows]
+    # A sum is only a measurement if every window was measured, by the same meter.
+    if len(sources) != 1 or "unavailable" in sources or not all(math.isfinite(v) for v in values):
+        return math.nan, "unavailable"
+    return float(sum(values)), sources.pop()
+
+
+def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None) -> dict[str, Any]:
+    p = spec.params
+    train_rows = [r for r in result.history if r["phase"] == "train"]
+    train_time = float(sum(r["time_s"] for r in train_rows))
+    energy, source = _sum_energy(train_rows)
+    peaks = [r["peak_memory_mb"] for r in train_rows if math.isfinite(r["peak_memory_mb"])]
+    epochs_completed = result.epochs_completed
+    if reused is not None:
+        epochs_completed += int(reused["epochs_completed"])
+        train_time += float(reused["train_time_s"])
+        if train_rows:
+            same = source == reused["train_energy_source"] and source != "unavailable"
+            energy = energy + float(reused["train_energy_j"]) if same else math.nan
+            source = source if same else "unavailable"
+        else:
+            energy, source = float(reused["train_energy_j"]), reused["train_energy_source"]
+        if reused.get("peak_memory_mb") is not None and math.isfinite(float(reused["peak_memory_mb"])):
+            peaks.append(float(reused["peak_memory_mb"]))
+    return {
+        "run_id": spec.run_id,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "method": spec.method,
+        "scenario": spec.scenario,
+        "seed": spec.seed,
+        "status": "completed",
+        "epochs_completed": epochs_completed,
+        "conv_sparsity_target": p["conv_sparsity"],
+        "linear_sparsity_target": p["linear_sparsity"],
+        "train_time_s": train_time,
+        "train_energy_j": energy,
+        "train_energy_source": source,
+        "peak_memory_mb": max(peaks) if peaks else math.nan,
+        "reused_run_id": spec.dense_run_id or "",
+        "device": p["device"],
+        "error": "",
+    }
+
+
+@torch.no_grad()
+def _conv_weight_sparsity(model: torch.nn.Module) -> float:
+    """Fraction of zero conv weights: SET's budget is measured in weights, not filters."""
+    total = zero = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            total += module.weight.numel()
+            zero += int((module.weight == 0).sum())
+    return zero / total if total else math.nan
+
+
+def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict[str, Any]:
+    metrics, probs = evaluate(
+        model, data.test_x, data.test_y, batch_size=spec.params["eval_batch_size"], num_classes=data.num_classes
+    )
+    labels = data.test_y.cpu().numpy()
+    probs_np = probs.numpy().astype(np.float32)
+    tmp = work / ".predictions.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, probs=probs_np, labels=labels, preds=probs_np.argmax(1))
+    os.replace(tmp, work / "predictions.npz")
+    return {
+        "test_accuracy": metrics["accuracy"],
+        "test_precision": metrics["precision"],
+        "test_recall": metrics["recall"],
+        "test_f1": metrics["f1"],
+        "test_auc": macro_auc(labels, probs_np),
+        "test_loss": metrics["loss"],
+        "test_samples": metrics["samples"],
+    }
+
+
+def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, model_path: Path) -> list[dict[str, Any]]:
+    """Benchmark the masked model and its compacted twin on the CPU (see measure.benchmark_inference)."""
+    from helpers import pruning
+
+    inf = spec.params["inference"]
+    model = model.cpu().eval()
+    images = data.test_x[: max(1, min(inf["samples"], data.test_x.shape[0]))]
+    example = data.test_x[:1]
+    compacted = pruning.compact(model, data.test_x[:2]).eval()
+    compacted_path = work / "model_compacted.pt"
+    pruning.save_model(compacted, compacted_path, meta={**_meta(spec), "variant": "compacted"})
+    with torch.inference_mode():
+        probe = data.test_x[:_MAX_LOGIT_IMAGES]
+        diff = float((compacted(probe) - model(probe)).abs().max())
+    meter = EnergyMeter("cpu", estimate=spec.params["energy"]["estimate"])
+    rows = []
+    for variant, net, path in (("masked", model, model_path), ("compacted", compacted, compacted_path)):
+        total, nonzero = count_params(net)
+        static = {
+            "run_id": spec.run_id,
+            "variant": variant,
+            "device": "cpu",
+            "params_total": total,
+            "params_nonzero": nonzero,
+            "model_size_mb": file_size_mb(path),
+            "macs": int(pruning.count_macs(net, example)),
+            "max_abs_logit_diff": diff if variant == "compacted" else math.nan,
+        }
+        for batch_size in inf["batch_sizes"]:
+            bench = benchmark_inference(
+                functools.partial(pruning.load_model, path), images, batch_size=batch_size, samples=inf["samples"],
+                warmup=inf["warmup"], threads=inf["threads"], meter=meter,
+            )  # fmt: skip
+            bench.pop("model")
+            rows.append({**static, **bench})
+    torch.set_num_threads(spec.params["threads"])
+    return rows

@@ -1,0 +1,345 @@
+"""Run the study's notebooks with Papermill and gather them into one HTML report.
+
+``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the four paper notebooks in
+``notebooks/`` are executed in order with the study file's parameters injected (Papermill's
+``parameters`` cell convention), the executed copies are saved under ``<study>/notebooks/``, and
+``<study>/report.html`` gathers them in one page with a table of contents (nbconvert's HTML exporter).
+A notebook that fails stops the study with :class:`NotebookExecutionError`, which names the notebook,
+the cell and the error; the executed notebook keeps the traceback, and every finished run stays on disk
+(the runner writes each run atomically), so rerunning the command resumes.
+
+The notebooks themselves call :func:`notebook_params` and :func:`ensure_results`: the first gathers the
+parameters cell's variables (plus any Papermill injected), the second validates them, produces missing
+runs through :func:`helpers.runner.run_study` (finished runs are skipped) and loads the results tables.
+Notebooks run with the ``notebooks/`` folder as working directory, so a relative ``out`` is read against
+the repository root (:func:`repo_root`), the same folder the command line uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import html
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "NOTEBOOKS",
+    "NotebookExecutionError",
+    "repo_root",
+    "notebooks_dir",
+    "notebook_params",
+    "resolve_out",
+    "ensure_results",
+    "run_notebooks",
+    "build_report",
+]
+
+#: The paper notebooks, in the order the study runs them.
+NOTEBOOKS: tuple[str, ...] = (
+    "01_training.ipynb",
+    "02_test_accuracy.ipynb",
+    "03_inference.ipynb",
+    "04_energy.ipynb",
+)
+
+_KERNEL = "python3"
+
+
+class NotebookExecutionError(RuntimeError):
+    """A notebook of the study raised; the message names the notebook, the cell and the error.
+
+    Attributes:
+        notebook: the notebook's file name.
+        output_path: the executed notebook, saved with the error.
+        cell_index: index of the failing cell in the executed notebook (None if no cell ran).
+    """
+
+    def __init__(self, message: str, *, notebook: str, output_path: Path, cell_index: int | None = None):
+        super().__init__(message)
+        self.notebook = notebook
+        self.output_path = output_path
+        self.cell_index = cell_index
+
+
+def repo_root() -> Path:
+    """The repository root: the nearest folder above this package (or the working directory) holding both
+    ``pyproject.toml`` and ``notebooks/``.
+
+    Raises:
+        FileNotFoundError: when neither the package nor the working directory lies in a checkout.
+    """
+    starts = [Path(__file__).resolve().parent, Path.cwd().resolve()]
+    for start in starts:
+        for folder in (start, *start.parents):
+            if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+                return folder
+    raise FileNotFoundError(
+        f"no pruning-study checkout (a folder with pyproject.toml and notebooks/) above {starts[0]} or {starts[1]}; "
+        "run from the repository or install it with pip install -e ."
+    )
+
+
+def notebooks_dir() -> Path:
+    """``<repo>/notebooks``: where the paper notebooks live."""
+    return repo_root() / "notebooks"
+
+
+def _param_keys() -> tuple[str, ...]:
+    from helpers import config
+
+    return tuple(config.KEYS)
+
+
+def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The study parameters among a notebook's variables: every accepted params key (``helpers.config.KEYS``)
+    defined in ``namespace``, usually ``globals()`` after the parameters cell and Papermill's injected cell.
+
+    Args:
+        namespace: the notebook's global variables.
+
+    Returns:
+        A deep copy of those variables, keyed by parameter name, ready for :func:`ensure_results`.
+    """
+    keys = _param_keys()
+    for name, value in namespace.items():
+        # A misspelt papermill parameter (-p epoch 3) would otherwise be silently ignored.
+        if name in keys or name.startswith("_") or not isinstance(value, (str, int, float, bool, list, dict)):
+            continue
+        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.8)
+        if close:
+            warnings.warn(
+                f"notebook variable {name!r} is not a study parameter and is ignored; did you mean {close[0]!r}?",
+                stacklevel=2,
+            )
+    return {key: copy.deepcopy(namespace[key]) for key in keys if key in namespace}
+
+
+def resolve_out(params: Mapping[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """``params`` with a relative ``out`` made absolute against the repository root (default ``outputs``).
+
+    Notebooks run from ``notebooks/`` and the command line from anywhere; both must find the same study folder.
+    """
+    resolved = dict(params)
+    out = Path(os.path.expanduser(str(resolved.get("out") or "outputs")))
+    if not out.is_absolute():
+        out = (root or repo_root()) / out
+    resolved["out"] = str(out)
+    return resolved
+
+
+def ensure_results(params: Mapping[str, Any], *, progress: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Validate ``params``, produce any missing run of the study, and load its results tables.
+
+    Finished runs are skipped (:func:`helpers.runner.run_study` is idempotent), so every notebook can call
+    this first and run on its own; in a study only the first notebook pays for training.
+
+    Args:
+        params: the study parameters (keys of ``helpers.config.KEYS``); a relative ``out`` is read against
+            the repository root.
+        progress: show the runner's progress bar.
+
+    Returns:
+        ``(study_dir, tables)`` with ``tables`` the ``runs``, ``epochs`` and ``inference`` DataFrames
+        (``helpers.results.load_tables``; id columns joined in).
+
+    Raises:
+        helpers.config.ParamsError: parameters that cannot be run (the message names the key and the fix).
+    """
+    # The runner's tqdm.auto warns inside a kernel without ipywidgets; its bar is off there anyway.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import tqdm.auto  # noqa: F401
+    from helpers import config, results, runner
+
+    validated = config.load_params(resolve_out(params))
+    study_dir = Path(runner.run_study(validated, progress=progress))
+    return study_dir, results.load_tables(study_dir)
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+def _plain(value: Any) -> Any:
+    """Parameters as YAML-like plain data (Papermill writes them into the notebook as Python literals)."""
+    if hasattr(value, "to_dict") and not isinstance(value, Mapping):
+        value = value.to_dict()  # helpers.config.StudyParams
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def run_notebooks(
+    params: Mapping[str, Any],
+    study_dir: str | os.PathLike,
+    notebooks: Sequence[str | os.PathLike] | None = None,
+    progress: bool = True,
+    *,
+    exclude_input: bool = False,
+    timeout: int | None = None,
+) -> Path:
+    """Execute the study's notebooks in order with ``params`` and write ``<study_dir>/report.html``.
+
+    Args:
+        params: the study's parameters (a dict, or ``helpers.config.StudyParams``); every key is injected
+            into each notebook. ``out`` is set so that the notebooks find ``study_dir``.
+        study_dir: the study folder (``<out>/<name>``); executed notebooks go to ``<study_dir>/notebooks/``.
+        notebooks: notebook names in ``notebooks/`` or paths; default :data:`NOTEBOOKS`.
+        progress: show a progress bar over notebooks and cells.
+        exclude_input: leave the code cells' source out of the report (outputs and markdown stay).
+        timeout: seconds a single cell may run; None for no limit.
+
+    Returns:
+        The report's path.
+
+    Raises:
+        NotebookExecutionError: a notebook raised (the report is still written with what ran, the executed
+            notebook keeps the error, and no finished run is lost); rerun the command to resume.
+        FileNotFoundError: a notebook that does not exist.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from tqdm.auto import tqdm
+
+    study_dir = Path(study_dir).resolve()
+    values = _plain(params)
+    if values.get("name") == study_dir.name:
+        values["out"] = str(study_dir.parent)
+    sources = _notebook_paths(notebooks)
+    executed_dir = study_dir / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    executed: list[Path] = []
+    status: dict[str, str] = {}
+    bar = tqdm(sources, desc="notebooks", unit="notebook", disable=not progress)
+    for source in bar:
+        bar.set_postfix_str(source.name)
+        output = executed_dir / source.name
+        executed.append(output)
+        try:
+            papermill.execute_notebook(
+                str(source), str(output), parameters=values, kernel_name=_KERNEL, cwd=str(source.parent),
+                progress_bar={"leave": False} if progress else False, execution_timeout=timeout,
+            )
+        except PapermillExecutionError as err:
+            status[source.name] = "failed"
+            _report_partial(executed, sources, status, study_dir, exclude_input)
+            message = (
+                f"notebook {source.name} failed in cell {err.cell_index} (execution count {err.exec_count}: "
+                f"{_first_line(err.source)!r}) with {err.ename}: {err.evalue}. The executed notebook with the "
+                f"traceback is {output}; finished runs are kept under {study_dir / 'runs'}, so rerunning the "
+                "same command resumes."
+            )
+            raise NotebookExecutionError(message, notebook=source.name, output_path=output,
+                                         cell_index=err.cell_index) from None
+        except Exception as err:  # kernel could not start, died, timed out: still name the notebook
+            status[source.name] = "failed"
+            _report_partial(executed, sources, status, study_dir, exclude_input)
+            raise NotebookExecutionError(
+                f"notebook {source.name} could not be executed: {type(err).__name__}: {err}. "
+                f"Partial output (if any) is in {output}.",
+                notebook=source.name, output_path=output,
+            ) from err
+        status[source.name] = "ok"
+    bar.close()
+    return build_report(executed, study_dir / "report.html", title=f"Study {study_dir.name}",
+                        status=status, exclude_input=exclude_input)
+
+
+def _report_partial(executed, sources, status, study_dir, exclude_input) -> None:
+    for source in sources:
+        status.setdefault(source.name, "not run")
+    build_report([p for p in executed if p.is_file()], study_dir / "report.html", title=f"Study {study_dir.name}",
+                 status=status, exclude_input=exclude_input)
+
+
+def _notebook_paths(notebooks: Sequence[str | os.PathLike] | None) -> list[Path]:
+    folder = notebooks_dir()
+    paths = []
+    for item in notebooks if notebooks is not None else NOTEBOOKS:
+        path = Path(item)
+        if not path.is_absolute() and not path.is_file():
+            path = folder / path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"notebook {item} not found (looked in {folder}); expected one of {', '.join(NOTEBOOKS)} or a path"
+            )
+        paths.append(path.resolve())
+    return paths
+
+
+def build_report(
+    notebooks: Sequence[str | os.PathLike],
+    report_path: str | os.PathLike,
+    *,
+    title: str = "Study report",
+    status: Mapping[str, str] | None = None,
+    exclude_input: bool = False,
+) -> Path:
+    """Gather executed notebooks into one self-contained HTML page with a table of contents.
+
+    The notebooks' cells are concatenated, each notebook under its own anchored heading, and exported once
+    with nbconvert's ``HTMLExporter`` (figures stay embedded as images).
+
+    Args:
+        notebooks: executed notebooks, in order.
+        report_path: the HTML file to write.
+        title: the page's heading.
+        status: notebook file name -> ``ok`` / ``failed`` / ``not run``, shown in the table of contents.
+        exclude_input: leave code cells' source out (outputs and markdown stay).
+
+    Returns:
+        ``report_path``.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    report_path = Path(report_path)
+    status = dict(status or {})
+    paths = [Path(p) for p in notebooks]
+    toc = [f"# {html.escape(title)}", "", "| notebook | status |", "|---|---|"]
+    for path in paths:
+        toc.append(f"| [{path.stem}](#nb-{path.stem}) | {status.get(path.name, 'ok')} |")
+    for name, state in status.items():
+        if name not in {p.name for p in paths}:
+            toc.append(f"| {Path(name).stem} | {state} |")
+    merged = nbformat.v4.new_notebook()
+    merged.cells.append(nbformat.v4.new_markdown_cell("\n".join(toc)))
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        if not merged.metadata and nb.metadata:
+            merged.metadata = copy.deepcopy(nb.metadata)
+            merged.metadata.pop("papermill", None)
+        merged.cells.append(nbformat.v4.new_markdown_cell(
+            f'<a id="nb-{path.stem}"></a>\n\n---\n\n*Notebook `{path.name}` ({status.get(path.name, "ok")}), '
+            f"executed copy: `{path}`*"
+        ))
+        merged.cells.extend(nb.cells)
+    for i, cell in enumerate(merged.cells):
+        cell["id"] = f"cell-{i}"  # unique ids across the merged notebooks
+    quiet = logging.getLogger("helpers.study.report")
+    quiet.setLevel(logging.ERROR)  # nbconvert warns about figures without alt text, once per report
+    exporter = HTMLExporter(exclude_input=exclude_input, log=quiet)
+    body, _ = exporter.from_notebook_node(merged)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_name(f".{report_path.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, report_path)
+    return report_path

@@ -1,0 +1,363 @@
+"""The training loop: plain ``train_one_epoch`` / ``evaluate`` functions and a resumable :func:`fit`.
+
+Shaped after torchvision's ``references/classification``: one function per phase, a checkpoint that
+is one dict ``{model, optimizer, method, epoch, history, rng}`` written after every epoch, and a
+resume that picks it up. The pruning method's hooks (:mod:`helpers.pruning`) are called where the
+contract puts them: ``after_step`` after every ``optimizer.step()``, ``on_epoch_end`` after every
+epoch's training (its cost counts as training), ``on_train_end`` by the caller after :func:`fit`.
+
+Speed (the loop must stay close to a minimal PyTorch loop): the data are pre-padded, pre-normalised
+float tensors in memory, indexed by a seeded ``torch.randperm`` per epoch; loss and confusion counts
+accumulate as tensors (no per-step ``.item()`` synchronisation); evaluation runs at a larger batch under
+``torch.inference_mode``; Adam is the fused implementation where available.
+
+Reproducibility: the batch order (and augmentation) of epoch ``e`` comes from a generator seeded with
+``(seed, e)``, the global RNG state (dropout) is saved in the checkpoint, so an interrupted and resumed
+run retraces the uninterrupted one on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.measure import EnergyMeter, PeakMemory, classification_metrics
+from helpers.results import FILE_MODE
+
+__all__ = [
+    "Data",
+    "seed_everything",
+    "make_optimizer",
+    "epoch_generator",
+    "train_one_epoch",
+    "evaluate",
+    "fit",
+    "save_checkpoint",
+    "load_checkpoint",
+    "FitResult",
+]
+
+
+@dataclass
+class Data:
+    """A dataset ready for training: float images (pre-padded, normalised) and int64 labels per split."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    def to(self, device: torch.device | str) -> Data:
+        """The same data on ``device``."""
+        fields = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return Data(**fields, num_classes=self.num_classes)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``adam`` / ``adamw`` (fused where the device supports it) or ``sgd`` (momentum 0.9)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        try:
+            return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # fused unsupported for this device / dtype
+            return cls(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of adam, adamw, sgd")
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of epoch ``epoch`` (0-based): batch order and augmentation."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _confusion(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    num_classes: int,
+    generator: torch.Generator,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Train one epoch over ``images`` in a random order; masks re-applied after every step.
+
+    A final batch of a single image is skipped (BatchNorm cannot train on it).
+
+    Args:
+        model: the model (put in train mode here).
+        optimizer: its optimizer.
+        method: the pruning method (:class:`helpers.pruning.PruningMethod`); ``after_step`` is called.
+        images: float images ``[N, C, H, W]`` on the model's device.
+        labels: int64 labels ``[N]`` on the same device.
+        batch_size: images per step.
+        num_classes: classes of the task.
+        generator: CPU generator of the batch order (and of ``augment``).
+        augment: optional ``f(batch, generator) -> batch``.
+
+    Returns:
+        ``loss`` (mean cross-entropy, NaN/inf if training diverged), ``accuracy``, ``precision``,
+        ``recall``, ``f1`` (macro), ``samples``.
+    """
+    model.train()
+    device = images.device
+    n = images.shape[0]
+    order = torch.randperm(n, generator=generator).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    seen = 0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if idx.numel() < 2:
+            continue
+        x, y = images[idx], labels[idx]
+        if augment is not None:
+            x = augment(x, generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_step(model, optimizer)
+        loss_sum += loss.detach() * y.shape[0]
+        confusion += _confusion(y, logits.detach().argmax(1), num_classes)
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError(f"no training batch of at least 2 images in a split of {n}; use more training images")
+    metrics = classification_metrics(confusion.cpu())
+    return {"loss": float(loss_sum) / seen, **metrics, "samples": seen}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    num_classes: int,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Score ``model`` (in eval mode) on ``images``.
+
+    Returns:
+        ``(metrics, probs)``: metrics ``loss``, ``accuracy``, ``precision``, ``recall``, ``f1``,
+        ``samples``; ``probs`` the softmax class probabilities ``[N, K]`` as float32 on the CPU.
+    """
+    model.eval()
+    n = images.shape[0]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+    probs = []
+    for start in range(0, n, batch_size):
+        logits = model(images[start : start + batch_size]).float()
+        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
+        probs.append(logits.softmax(1))
+    prob = torch.cat(probs).cpu() if probs else torch.empty(0, num_classes)
+    confusion = _confusion(labels.cpu(), prob.argmax(1), num_classes) if n else torch.zeros(num_classes, num_classes)
+    metrics = classification_metrics(confusion)
+    return {"loss": float(loss_sum) / max(n, 1), **metrics, "samples": n}, prob
+
+
+# -------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then :func:`os.replace` (atomic)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -------------------------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch and phase (``epoch`` 1-based, ``phase`` train/val, the metrics,
+            ``time_s``, ``energy_j``, ``energy_source``, ``peak_memory_mb``, swap statistics).
+        diverged: whether the training loss became NaN or infinite (training stopped there).
+        epochs_completed: epochs whose training finished with a finite loss.
+    """
+
+    history: list[dict[str, Any]]
+    diverged: bool
+    epochs_completed: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: Any,
+    data: Data,
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    meter: EnergyMeter,
+    checkpoint_path: str | os.PathLike | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    checkpoint_last: bool = True,
+    progress: bool = True,
+    description: str = "epochs",
+) -> FitResult:
+    """Train for ``epochs`` epochs with a validation phase after each; resumable.
+
+    After every epoch the checkpoint ``{model, optimizer, method, epoch, history, rng, diverged}``
+    is written atomically to ``checkpoint_path`` (after the last epoch without the optimizer
+    state, which is no longer needed, or not at all with ``checkpoint_last=False`` when the caller
+    saves the final state itself). If the file exists when ``fit`` starts, the run resumes after
+    its last finished epoch. A non-finite training loss stops training and marks the result diverged.
+
+    Args:
+        model: the model, on ``data``'s device, with ``method.on_init`` already applied.
+        optimizer: its optimizer.
+        method: the pruning method.
+        data: the splits (train and val are used).
+        epochs: total epochs (including those already done in a checkpoint).
+        batch_size: training batch size.
+        eval_batch_size: validation batch size.
+        seed: seeds each epoch's generator (:func:`epoch_generator`).
+        meter: energy meter for the phases.
+        checkpoint_path: where the checkpoint lives; None disables checkpointing.
+        checkpoint_last: also checkpoint after the last (or a diverged) epoch.
+        augment: optional batch augmentation ``f(batch, generator)``.
+        progress: show a tqdm bar (only on a terminal).
+        description: the bar's label.
+    """
+    from tqdm.auto import tqdm
+
+    device = data.train_x.device
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    diverged = False
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        method.load_state_dict(state["method"])
+        method.apply(model)
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = [dict(row) for row in state["history"]]
+        start_epoch = int(state["epoch"])
+        diverged = bool(state.get("diverged", False))
+    bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
+    epoch = start_epoch
+    try:
+        while epoch < epochs and not diverged:
+            generator = epoch_generator(seed, epoch)
+            with PeakMemory(device) as memory, meter.measure() as energy:
+                start = time.perf_counter()
+                train = train_one_epoch(
+                    model, optimizer, method, data.train_x, data.train_y, batch_size=batch_size,
+                    num_classes=data.num_classes, generator=generator, augment=augment,
+                )  # fmt: skip
+                diverged = not math.isfinite(train["loss"])
+                swaps = {} if diverged else dict(method.on_epoch_end(model, optimizer, epoch, epochs))
+                _sync(device)
+                train_time = time.perf_counter() - start
+            rows = [_row(epoch, "train", train, train_time, energy, memory, swaps)]
+            if not diverged:
+                with PeakMemory(device) as memory, meter.measure() as energy:
+                    start = time.perf_counter()
+                    val, _ = evaluate(
+                        model, data.val_x, data.val_y, batch_size=eval_batch_size, num_classes=data.num_classes
+                    )
+                    _sync(device)
+                    val_time = time.perf_counter() - start
+                rows.append(_row(epoch, "val", val, val_time, energy, memory, {}))
+            history.extend(rows)
+            epoch += 1
+            last = epoch >= epochs or diverged
+            if checkpoint_path is not None and (checkpoint_last or not last):
+                save_checkpoint(
+                    checkpoint_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": None if last else optimizer.state_dict(),
+                        "method": method.state_dict(),
+                        "epoch": epoch,
+                        "history": history,
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "diverged": diverged,
+                    },
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{train['loss']:.3g}", val_acc=f"{rows[-1]['accuracy']:.3f}")
+    finally:
+        bar.close()
+    completed = sum(1 for row in history if row["phase"] == "train" and math.isfinite(row["loss"]))
+    return FitResult(history=history, diverged=diverged, epochs_completed=completed)
+
+
+def _row(epoch: int, phase: str, metrics: Mapping[str, float], seconds: float, energy: Any, memory: PeakMemory,
+         extra: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    return {
+        "epoch": epoch + 1,
+        "phase": phase,
+        "loss": float(metrics["loss"]),
+        "accuracy": float(metrics["accuracy"]),
+        "precision": float(metrics["precision"]),
+        "recall": float(metrics["recall"]),
+        "f1": float(metrics["f1"]),
+        "time_s": float(seconds),
+        "energy_j": float(energy.energy_j),
+        "energy_source": str(energy.source),
+        "peak_memory_mb": float(memory.peak_mb),
+        **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in extra.items()},
+    }

@@ -1,0 +1,153 @@
+"""helpers.measure: metrics against scikit-learn, energy windows that never report 0, memory peaks, inference timing."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from torch import nn
+
+from helpers import measure
+from helpers.measure import EnergyMeter, PeakMemory, benchmark_inference, classification_metrics, count_params, macro_auc
+
+
+def _confusion(y, p, k):
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y, p), 1)
+    return cm
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    k = 5
+    y = rng.integers(0, k, 200)
+    p = np.where(rng.random(200) < 0.6, y, rng.integers(0, k - 1, 200))  # class 4 rarely predicted
+    got = classification_metrics(_confusion(y, p, k))
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p, average="macro", zero_division=0)
+    assert got["accuracy"] == pytest.approx(float((y == p).mean()))
+    assert got["precision"] == pytest.approx(precision)
+    assert got["recall"] == pytest.approx(recall)
+    assert got["f1"] == pytest.approx(f1)
+
+
+def test_classification_metrics_of_nothing_are_nan():
+    assert all(math.isnan(v) for v in classification_metrics(np.zeros((3, 3))).values())
+
+
+def test_macro_auc_matches_sklearn_and_is_nan_without_every_class():
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 4
+    logits = rng.normal(size=(60, 4)) + 2 * np.eye(4)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert macro_auc(y, probs) == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert math.isnan(macro_auc(y[y != 3], probs[y != 3]))
+    assert macro_auc(np.array([0, 1, 0, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])) == 1.0
+
+
+class _FakeZeus:
+    """Stands in for ZeusMonitor: returns the given per-CPU energies for every window."""
+
+    def __init__(self, cpu_energy, gpu_energy=None):
+        self.cpu_indices = list(cpu_energy or {})
+        self.gpu_indices = list(gpu_energy or {})
+        self._cpu, self._gpu = cpu_energy, gpu_energy or {}
+
+    def begin_window(self, key):
+        pass
+
+    def end_window(self, key):
+        return SimpleNamespace(gpu_energy=self._gpu, cpu_energy=self._cpu or None, dram_energy=None, time=1.0)
+
+
+def test_zeus_zeros_are_recorded_as_unavailable(monkeypatch):
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "cpu", _FakeZeus({0: 0.0}))
+    meter = EnergyMeter("cpu")
+    assert meter.source == "zeus-cpu-rapl"
+    with meter.measure() as reading:
+        pass
+    assert math.isnan(reading.energy_j) and reading.source == "unavailable"
+
+
+def test_zeus_readings_are_summed_over_packages(monkeypatch):
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "cpu", _FakeZeus({0: 2.5, 1: 1.5}))
+    with EnergyMeter("cpu").measure() as reading:
+        pass
+    assert reading.energy_j == 4.0 and reading.source == "zeus-cpu-rapl"
+
+
+def test_no_meter_gives_nan_never_zero(monkeypatch):
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "cpu", _FakeZeus({}))
+    meter = EnergyMeter("cpu")
+    assert meter.source == "unavailable"
+    with meter.measure() as reading:
+        sum(range(1000))
+    assert math.isnan(reading.energy_j) and reading.source == "unavailable" and reading.time_s >= 0
+
+
+def test_estimate_is_labelled(monkeypatch):
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "cpu", _FakeZeus({}))
+    meter = EnergyMeter("cpu", estimate=True)
+    assert meter.source == "estimate-codecarbon-cpu"
+    with meter.measure() as reading:
+        torch.randn(300, 300) @ torch.randn(300, 300)
+    assert reading.source in ("estimate-codecarbon-cpu", "unavailable")
+    assert (reading.source == "unavailable") == math.isnan(reading.energy_j)
+    assert reading.energy_j != 0
+
+
+def test_this_machine_never_reports_a_bare_zero():
+    with EnergyMeter("cpu").measure() as reading:
+        sum(range(10000))
+    assert reading.energy_j > 0 if reading.source != "unavailable" else math.isnan(reading.energy_j)
+
+
+def test_peak_memory_sees_a_transient_allocation():
+    with PeakMemory("cpu") as baseline:
+        pass
+    with PeakMemory("cpu") as peak:
+        block = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB, touched
+        block.add_(1)
+        del block
+    assert peak.peak_mb >= baseline.peak_mb + 200
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_benchmark_inference_reports_per_image_latency():
+    torch.manual_seed(0)
+    model = _Tiny()
+    images = torch.randn(5, 1, 8, 8)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return model
+
+    out = benchmark_inference(load, images, batch_size=4, samples=10, warmup=2, threads=1)
+    assert loads == [1]
+    assert out["samples"] == 12 and out["batch_size"] == 4 and out["threads"] == 1
+    assert 0 < out["latency_ms_p50"] <= out["latency_ms_p95"]
+    assert out["latency_ms_mean"] > 0 and out["load_time_s"] >= 0
+    assert out["energy_source"] == "unavailable" or out["energy_j"] > 0
+
+
+def test_count_params_counts_zeros():
+    model = _Tiny()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+    total, nonzero = count_params(model)
+    assert total == sum(p.numel() for p in model.parameters())
+    assert nonzero == total - model.fc.weight.numel()

@@ -1,0 +1,222 @@
+"""helpers.runner: a tiny grid end to end, reuse, skipping, divergence, failures, and a SIGKILL mid-epoch."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from helpers import pruning, runner
+from helpers.config import ParamsError, expand_grid, load_params
+from helpers.measure import macro_auc
+from helpers.results import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny(out, **changes):
+    params = {
+        "name": "tiny", "datasets": ["digits"], "models": ["resnet18"],
+        "methods": ["pre_training", "in_training", "post_training", "set"], "scenarios": ["mixed"],
+        "epochs": 2, "batch_size": 16, "train_subset": 40, "val_subset": 20, "test_subset": 30, "threads": 1,
+        "inference": {"samples": 3, "warmup": 1, "batch_sizes": [1, 2]}, "out": str(out),
+    }  # fmt: skip
+    params.update(changes)
+    return load_params(params)
+
+
+def _leftovers(root: Path) -> list[str]:
+    bad = [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name in ("checkpoint.pt", "trained.pt")]
+    bad += [p for p in root.rglob(".work")]
+    return sorted(str(p.relative_to(root)) for p in bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    params = _tiny(out)
+    start = time.perf_counter()
+    study = runner.run_study(params, progress=False)
+    return params, study, time.perf_counter() - start
+
+
+def test_grid_runs_to_completion_with_the_scenario_sparsity(tiny_study):
+    params, study, _ = tiny_study
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.run_id) == sorted(s.run_id for s in expand_grid(params))
+    assert (runs.status == "completed").all()
+    assert list(runs.columns[: len(COLUMNS["runs"])]) == list(COLUMNS["runs"])
+    for row in runs.itertuples():
+        assert row.linear_weight_sparsity == pytest.approx(row.linear_sparsity_target, abs=0.005)
+        assert row.conv_weight_sparsity == pytest.approx(row.conv_sparsity_target, abs=0.01)
+        if row.method != "set":  # set's budget is in weights: its filter fraction differs by design
+            assert row.conv_filter_sparsity == pytest.approx(row.conv_sparsity_target, abs=0.01)
+        assert 0 <= row.test_accuracy <= 1 and row.test_samples == 30
+        assert row.params_nonzero < row.params_total or row.method == "dense"
+    assert _leftovers(study) == []
+
+
+def test_post_training_reuses_its_dense_run(tiny_study):
+    _, study, _ = tiny_study
+    runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
+    dense, post = runs.loc["dense"], runs.loc["post_training"]
+    assert post.reused_run_id == dense.run_id
+    assert post.train_time_s == dense.train_time_s and post.epochs_completed == dense.epochs_completed == 2
+    epochs = pd.read_csv(study / "results" / "epochs.csv")
+    assert (epochs.run_id == post.run_id).sum() == 0  # no training of its own (finetune_epochs 0)
+    assert (epochs.run_id == dense.run_id).sum() == 4  # 2 epochs x train/val
+
+
+def test_energy_is_never_a_bare_zero(tiny_study):
+    _, study, _ = tiny_study
+    tables = {t: pd.read_csv(study / "results" / f"{t}.csv") for t in ("runs", "epochs", "inference")}
+    for table, energy, source in (("runs", "train_energy_j", "train_energy_source"), ("epochs", "energy_j", "energy_source"),
+                                  ("inference", "energy_j", "energy_source")):  # fmt: skip
+        frame = tables[table]
+        unavailable = frame[source] == "unavailable"
+        assert frame.loc[unavailable, energy].isna().all()
+        assert (frame.loc[~unavailable, energy] > 0).all()
+        assert set(frame[source]) <= {"unavailable", "zeus-cpu-rapl", "zeus-gpu", "estimate-codecarbon-cpu"}
+
+
+def test_inference_rows_cover_both_variants_and_batch_sizes(tiny_study):
+    _, study, _ = tiny_study
+    inf = pd.read_csv(study / "results" / "inference.csv")
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert len(inf) == len(runs) * 2 * 2
+    assert set(zip(inf.variant, inf.batch_size)) == {("masked", 1), ("masked", 2), ("compacted", 1), ("compacted", 2)}
+    assert (inf.device == "cpu").all() and (inf.threads == 1).all()
+    assert (inf.latency_ms_p50 > 0).all() and (inf.latency_ms_p50 <= inf.latency_ms_p95).all()
+    masked = inf[inf.variant == "masked"].set_index(["run_id", "batch_size"])
+    compacted = inf[inf.variant == "compacted"].set_index(["run_id", "batch_size"])
+    assert (compacted.params_total <= masked.params_total).all()
+    assert (compacted.macs <= masked.macs).all()
+    assert (compacted.max_abs_logit_diff < 1e-3).all() and masked.max_abs_logit_diff.isna().all()
+    uniform_like = runs[runs.conv_sparsity_target > 0].run_id
+    assert (compacted.loc[list(uniform_like)].macs < masked.loc[list(uniform_like)].macs).all()
+
+
+def test_run_folders_hold_params_environment_and_predictions(tiny_study):
+    _, study, _ = tiny_study
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    for row in runs.itertuples():
+        folder = study / "runs" / row.run_id
+        names = {p.name for p in folder.iterdir()}
+        assert {"params.json", "environment.json", "epochs.csv", "inference.csv", "predictions.npz", "result.json"} <= names
+        pred = np.load(folder / "predictions.npz")
+        assert pred["probs"].shape == (30, 10)
+        assert macro_auc(pred["labels"], pred["probs"]) == pytest.approx(row.test_auc)
+        assert float((pred["preds"] == pred["labels"]).mean()) == pytest.approx(row.test_accuracy)
+    model = pruning.load_model(study / "runs" / runs.run_id[0] / "model.pt")  # keep_models defaults to true
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_a_rerun_skips_finished_runs(tiny_study):
+    params, study, first = tiny_study
+    stamps = {p: p.stat().st_mtime_ns for p in (study / "runs").glob("*/result.json")}
+    start = time.perf_counter()
+    runner.run_study(params, progress=False)
+    assert time.perf_counter() - start < max(5.0, first / 4)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (study / "runs").glob("*/result.json")}
+
+
+def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    params = _tiny(tmp_path, methods=["pre_training", "in_training"], scenarios=["uniform"], epochs=1)
+    real = runner.prepare_data
+
+    def poisoned(spec):
+        data = real(spec)
+        if spec.method != "pre_training":
+            return data
+        bad = data.train_x.clone()
+        bad[0] = float("nan")
+        return type(data)(bad, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y, data.num_classes)
+
+    monkeypatch.setattr(runner, "prepare_data", poisoned)
+    study = runner.run_study(params, progress=False)
+    runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
+    assert runs.status.to_dict() == {"dense": "completed", "pre_training": "diverged", "in_training": "completed"}
+    epochs = pd.read_csv(study / "results" / "epochs.csv")
+    diverged = epochs[epochs.run_id == runs.loc["pre_training", "run_id"]]
+    assert list(diverged.phase) == ["train"] and not math.isfinite(diverged.loss.iloc[0])
+    inference = pd.read_csv(study / "results" / "inference.csv")
+    assert runs.loc["pre_training", "run_id"] not in set(inference.run_id)
+
+
+def test_a_failed_run_is_reported_and_retried(tmp_path, monkeypatch):
+    params = _tiny(tmp_path, methods=["pre_training"], scenarios=["uniform"], epochs=1)
+    real = pruning.compact
+
+    def broken(model, example_input=None):
+        raise RuntimeError("compaction exploded")
+
+    monkeypatch.setattr(pruning, "compact", broken)
+    study = runner.run_study(params, progress=False)
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.status) == ["failed", "failed"]
+    assert runs.error.str.contains("compaction exploded").all()
+    monkeypatch.setattr(pruning, "compact", real)
+    runner.run_study(params, progress=False)
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.status) == ["completed", "completed"]
+    assert _leftovers(study) == []
+
+
+def test_preflight_errors_write_nothing(tmp_path):
+    with pytest.raises(ParamsError, match="device 'cuda'") if not torch.cuda.is_available() else pytest.raises(ParamsError):
+        runner.run_study(_tiny(tmp_path, device="cuda" if not torch.cuda.is_available() else "cuda:99"))
+    with pytest.raises(ParamsError, match="mvtec3d_cls"):
+        runner.run_study(_tiny(tmp_path, datasets=["mvtec3d_cls"], data_root=str(tmp_path / "no-data")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_mid_epoch_then_rerun_finishes_cleanly(tmp_path):
+    params = {
+        "name": "killed", "datasets": ["digits"], "models": ["resnet18"], "methods": ["in_training"],
+        "scenarios": ["uniform"], "epochs": 3, "batch_size": 16, "train_subset": 320, "val_subset": 20,
+        "test_subset": 30, "threads": 1, "inference": {"samples": 2, "warmup": 1}, "out": str(tmp_path / "out"),
+    }  # fmt: skip
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(params))
+    command = [sys.executable, "-m", "helpers", "train", str(path), "--quiet"]
+    study = tmp_path / "out" / "killed"
+    specs = expand_grid(load_params(params))
+    target = specs[1].run_id  # in_training, after the dense run
+    checkpoint = study / "runs" / ".work" / target / "checkpoint.pt"
+
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not checkpoint.exists():  # epoch 1 of the second run finished: epoch 2 is under way
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (study / "runs" / target).exists()
+
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.run_id) == sorted(s.run_id for s in specs)
+    assert (runs.status == "completed").all()
+    assert _leftovers(study) == []
+    epochs = pd.read_csv(study / "runs" / target / "epochs.csv")
+    assert list(epochs.epoch) == [1, 1, 2, 2, 3, 3]
+    for csv in study.rglob("*.csv"):
+        pd.read_csv(csv)

@@ -1,0 +1,173 @@
+"""helpers.train: the epoch loop with pruning hooks, evaluation, repeatable seeds, resume, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+from torch import nn
+
+from helpers.measure import EnergyMeter
+from helpers.models import build_model
+from helpers.pruning import make_method, summarize_sparsity
+from helpers.train import Data, evaluate, fit, load_checkpoint, make_optimizer, seed_everything, train_one_epoch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: a busy 2-core machine makes multi-threaded OpenMP crawl (oversubscription)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class _Tiny(nn.Module):
+    """A small CNN with dropout (exercises the global RNG state on resume)."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(4 * 8 * 8, k)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu(self.conv(x)).flatten(1)))
+
+
+def _data(n=60, k=3, size=8, channels=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    x = torch.randn(n, channels, size, size, generator=g) * 0.5
+    x[:, 0, :, :] += y.view(-1, 1, 1).float()  # separable: the class shifts the mean
+    return Data(train_x=x, train_y=y, val_x=x[:24], val_y=y[:24], test_x=x[:24], test_y=y[:24], num_classes=k)
+
+
+def _fit(model, data, epochs, ckpt=None, method=None, lr=1e-2, checkpoint_last=True):
+    method = method or make_method("dense", None)
+    opt = make_optimizer("adam", model, lr=lr)
+    return fit(model, opt, method, data, epochs=epochs, batch_size=16, eval_batch_size=32, seed=0,
+               meter=EnergyMeter("cpu"), checkpoint_path=ckpt, checkpoint_last=checkpoint_last, progress=False)  # fmt: skip
+
+
+def test_training_learns_a_separable_task():
+    seed_everything(0)
+    model, data = _Tiny(), _data()
+    result = _fit(model, data, epochs=6)
+    train = [r for r in result.history if r["phase"] == "train"]
+    val = [r for r in result.history if r["phase"] == "val"]
+    assert len(train) == len(val) == 6 and [r["epoch"] for r in train] == list(range(1, 7))
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert val[-1]["accuracy"] > 0.8
+    for row in result.history:
+        assert row["time_s"] > 0 and row["peak_memory_mb"] > 0
+        assert row["energy_source"] != "unavailable" or math.isnan(row["energy_j"])
+
+
+def test_evaluate_matches_sklearn():
+    seed_everything(1)
+    model, data = _Tiny(), _data()
+    metrics, probs = evaluate(model, data.val_x, data.val_y, batch_size=7, num_classes=3)
+    preds = probs.argmax(1).numpy()
+    p, r, f1, _ = precision_recall_fscore_support(data.val_y.numpy(), preds, average="macro", zero_division=0)
+    assert metrics["accuracy"] == pytest.approx(float((preds == data.val_y.numpy()).mean()))
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == pytest.approx((p, r, f1))
+    torch.testing.assert_close(probs.sum(1), torch.ones(24))
+    model.eval()
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(data.val_x), data.val_y).item()
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_same_seed_same_run():
+    runs = []
+    for _ in range(2):
+        seed_everything(3)
+        model = _Tiny()
+        runs.append((_fit(model, _data(), epochs=2), model.state_dict()))
+    assert [r["loss"] for r in runs[0][0].history] == [r["loss"] for r in runs[1][0].history]
+    for key in runs[0][1]:
+        torch.testing.assert_close(runs[0][1][key], runs[1][1][key], rtol=0, atol=0)
+
+
+def test_resume_retraces_the_uninterrupted_run(tmp_path, monkeypatch):
+    seed_everything(5)
+    straight = _Tiny()
+    full = _fit(straight, _data(), epochs=3)
+
+    import helpers.train as train_mod
+
+    calls = {"n": 0}
+    real = train_mod.train_one_epoch
+
+    def killed_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # stands in for a kill in the middle of epoch 3
+        return real(*args, **kwargs)
+
+    ckpt = tmp_path / "ckpt.pt"
+    seed_everything(5)
+    monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_Tiny(), _data(), epochs=3, ckpt=ckpt)
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    state = load_checkpoint(ckpt)  # weights_only=True
+    assert state["epoch"] == 2 and state["optimizer"] is not None
+
+    seed_everything(99)  # a different global state and fresh weights: the checkpoint must restore both
+    resumed = _Tiny()
+    result = _fit(resumed, _data(), epochs=3, ckpt=ckpt)
+    assert [r["loss"] for r in result.history] == pytest.approx([r["loss"] for r in full.history], rel=1e-6)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value)
+    assert load_checkpoint(ckpt)["optimizer"] is None  # after the last epoch only what testing needs
+
+
+def test_divergence_stops_training_and_keeps_history(tmp_path):
+    seed_everything(0)
+    data = _data()
+    data.train_x[5] = float("nan")
+    result = _fit(_Tiny(), data, epochs=3, ckpt=tmp_path / "c.pt")
+    assert result.diverged and result.epochs_completed == 0
+    assert [(r["epoch"], r["phase"]) for r in result.history] == [(1, "train")]
+    assert not math.isfinite(result.history[0]["loss"])
+
+
+def test_masks_hold_through_training_with_the_method_hooks():
+    seed_everything(0)
+    data = _data(n=40, k=4, size=32, channels=3)
+    model = build_model("resnet18", 4, 3)
+    method = make_method("pre_training", "mixed", seed=0)
+    method.on_init(model)
+    opt = make_optimizer("adam", model, lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    out = train_one_epoch(model, opt, method, data.train_x, data.train_y, batch_size=16, num_classes=4, generator=gen)
+    assert out["samples"] == 40 and math.isfinite(out["loss"])
+    summary = summarize_sparsity(model)
+    assert summary["conv_filter_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert summary["linear_weight_sparsity"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_a_lone_last_image_is_skipped():
+    seed_everything(0)
+    data = _data(n=33)
+    gen = torch.Generator().manual_seed(0)
+    model = _Tiny()
+    out = train_one_epoch(model, make_optimizer("sgd", model, lr=0.01), make_method("dense", None), data.train_x,
+                          data.train_y, batch_size=16, num_classes=3, generator=gen)  # fmt: skip
+    assert out["samples"] == 32
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="adam"):
+        make_optimizer("rmsprop", _Tiny(), lr=0.1)
+
+
+def test_data_moves_as_a_whole():
+    data = _data()
+    moved = data.to("cpu")
+    assert moved.num_classes == 3 and np.array_equal(moved.test_y.numpy(), data.test_y.numpy())
