@@ -151,3 +151,34 @@ def test_count_params_counts_zeros():
     total, nonzero = count_params(model)
     assert total == sum(p.numel() for p in model.parameters())
     assert nonzero == total - model.fc.weight.numel()
+
+
+def _tiny_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_choose_memory_format_leaves_the_model_in_the_chosen_layout():
+    model, x = _tiny_cnn(), torch.randn(4, 3, 16, 16)
+    with torch.inference_mode():
+        reference = model(x)
+    layout = measure.choose_memory_format(model, x, trials=2)
+    assert layout in ("contiguous", "channels_last")
+    weight = model[0].weight
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert weight.is_contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x.contiguous(memory_format=fmt)), reference)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "auto"])
+def test_benchmark_inference_records_the_layout_it_ran(layout):
+    images = torch.randn(6, 3, 16, 16)
+    out = benchmark_inference(_tiny_cnn, images, samples=4, warmup=1, memory_format=layout)
+    assert out["memory_format"] in ("contiguous", "channels_last")
+    if layout != "auto":
+        assert out["memory_format"] == layout
+
+
+def test_benchmark_inference_rejects_an_unknown_layout():
+    with pytest.raises(ValueError, match="unknown memory_format 'nhwc'; expected one of auto, contiguous, channels_last"):
+        benchmark_inference(_tiny_cnn, torch.randn(2, 3, 8, 8), memory_format="nhwc")

@@ -150,6 +150,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "batch_size": "images per forward pass",
         "samples": "timed images (after warm-up); ceil(samples / batch_size) timed batches",
         "warmup": "untimed warm-up batches before timing",
+        "memory_format": (
+            "layout the model ran in: contiguous or channels_last, whichever measured faster on this CPU "
+            "right after loading (part of the warm-up; see measure.choose_memory_format)"
+        ),
         "latency_ms_mean": "mean latency per image in ms (batch time / batch size), model load excluded",
         "latency_ms_p50": "median latency per image in ms",
         "latency_ms_p95": "95th percentile latency per image in ms",
