@@ -22,7 +22,7 @@ study: $(STAMP)
 	$(PY) -m helpers study $(PARAMS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=15
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

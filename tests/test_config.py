@@ -88,7 +88,7 @@ def test_unknown_dataset_names_it():
         ("optimizer", "adm", "adam"),
         ("swap_fraction", 1.5, "swap_fraction"),
         ("device", "gpu", "cuda"),
-        ("executor", "dask", "local"),
+        ("executor", "daks", "dask"),
         ("image_size", 16, "image_size"),
         ("methods", ["pruned"], "pruned"),
         ("models", ["vgg19"], "vgg19"),

@@ -39,6 +39,7 @@ __all__ = [
     "KEYS",
     "RESULT_KEYS",
     "EXECUTORS",
+    "STUDIES",
     "OPTIMIZERS",
     "load_params",
     "expand_grid",
@@ -51,7 +52,9 @@ class ParamsError(ValueError):
     """A study file or override that cannot be run; the message is one line naming the problem."""
 
 
-EXECUTORS: tuple[str, ...] = ("local",)
+EXECUTORS: tuple[str, ...] = ("local", "dask")  # settings: helpers.executors.validate_executor
+#: ``study_kind`` values: the primary study (this module's grid) or a companion study (``helpers.companion``).
+STUDIES: tuple[str, ...] = ("primary", "criteria", "granularity")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
 # Every accepted key with its default; ``None`` marks "no limit / not set". Keys without a default
@@ -82,6 +85,19 @@ DEFAULTS: dict[str, Any] = {
     "energy": {"estimate": False},
     "keep_models": True,
     "executor": "local",
+    # Companion studies (helpers.companion; ignored by the primary study). ``finetune`` is their
+    # SGD fine-tuning after one-shot pruning (Lajić et al. 2025); the primary study's post_training
+    # uses ``finetune_epochs`` with its own optimizer instead. ``finetune.epochs`` null: 10 epochs for
+    # up to 10 classes, 20 above (helpers.criteria.default_finetune_epochs).
+    "study_kind": "primary",  # not `study`: notebooks import helpers.study under that name
+    "criteria": ["greedy_output_norm", "l1", "bn_slimming", "random", "taylor"],
+    "filter_sparsity": 0.4,
+    "slimming_lambda": 1e-4,
+    "calibration_size": 64,
+    "granularities": ["weight", "unstructured", "neuron", "structured", "layer"],
+    "budgets": [0.5],
+    "finetune": {"epochs": None, "lrs": [1e-3, 1e-4, 1e-5], "batch_size": 32, "momentum": 0.9, "hflip": True,
+                 "rotation_degrees": 15.0},
     "out": "outputs",
 }
 REQUIRED: tuple[str, ...] = ("name", "datasets", "models")
@@ -239,6 +255,15 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     _check_key(parts[0], KEYS, "key")
     if len(parts) == 1:
         raw[key] = value
+    elif parts[0] == "executor":  # executor.n_workers=2, executor.jobqueue.cores=8 (checked by validation)
+        section = raw.get("executor")
+        section = dict(section) if isinstance(section, dict) else {"kind": section or "local"}
+        node = section
+        for part in parts[1:-1]:
+            node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+        raw["executor"] = section
     elif len(parts) == 2 and parts[0] in _NESTED_KEYS:
         _check_key(parts[1], _NESTED_KEYS[parts[0]], f"key in {parts[0]}")
         section = raw.get(parts[0])
@@ -337,7 +362,10 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         inf["threads"] = out["threads"]
     out["energy"]["estimate"] = _bool("energy.estimate", out["energy"]["estimate"])
     out["keep_models"] = _bool("keep_models", out["keep_models"])
-    out["executor"] = _choice("executor", out["executor"], EXECUTORS)
+    _companion(out)
+    from helpers.executors import validate_executor
+
+    out["executor"] = validate_executor(out["executor"])
     if not isinstance(out["out"], str) or not out["out"]:
         raise ParamsError(f"out must be a folder path, got {out['out']!r}")
     return {k: out[k] for k in KEYS}
@@ -466,6 +494,43 @@ def _device(value: Any) -> str:
     return value
 
 
+def _companion(out: dict[str, Any]) -> None:
+    """Validate the study kind and the companion studies' keys (checked whatever the study, so a
+    profile never carries a silently wrong value)."""
+    from helpers import companion
+
+    out["study_kind"] = _choice("study_kind", out["study_kind"], STUDIES)
+    out["criteria"] = list(dict.fromkeys(
+        _choice("criterion", c, companion.STUDY_CRITERIA) for c in _as_list("criteria", out["criteria"])
+    ))
+    out["filter_sparsity"] = _float("filter_sparsity", out["filter_sparsity"], minimum=0.0, maximum=0.95, strict=True)
+    out["slimming_lambda"] = _float("slimming_lambda", out["slimming_lambda"], minimum=0.0, strict=True)
+    out["calibration_size"] = _int("calibration_size", out["calibration_size"], minimum=2)
+    out["granularities"] = list(dict.fromkeys(
+        _choice("granularity", g, companion.GRANULARITIES) for g in _as_list("granularities", out["granularities"])
+    ))
+    budgets = [_float("budgets", b, minimum=0.0, maximum=0.99, strict=True) for b in _as_list("budgets", out["budgets"])]
+    if len(set(budgets)) != len(budgets):
+        raise ParamsError(f"budgets has repeated values {budgets}; list each once")
+    out["budgets"] = budgets
+    ft = out["finetune"]
+    ft["epochs"] = _optional_int("finetune.epochs", ft["epochs"], minimum=0)
+    lrs = _as_list("finetune.lrs", ft["lrs"])
+    ft["lrs"] = [_float("finetune.lrs", lr, minimum=0.0, strict=True) for lr in lrs]
+    ft["batch_size"] = _int("finetune.batch_size", ft["batch_size"], minimum=2)
+    ft["momentum"] = _float("finetune.momentum", ft["momentum"], minimum=0.0, maximum=0.999)
+    ft["hflip"] = _bool("finetune.hflip", ft["hflip"])
+    ft["rotation_degrees"] = _float("finetune.rotation_degrees", ft["rotation_degrees"], minimum=0.0, maximum=180.0)
+    if out["study_kind"] == "criteria":
+        needs_bn = [c for c in out["criteria"] if c.startswith("bn_slimming")]
+        no_bn = [m for m in out["models"] if m in companion.MODELS_WITHOUT_BATCHNORM]
+        if needs_bn and no_bn:
+            raise ParamsError(
+                f"criteria {', '.join(needs_bn)} rank filters by BatchNorm scales, but model {no_bn[0]} has no "
+                f"BatchNorm; use vgg16_bn instead of vgg16, or drop {', '.join(needs_bn)} from criteria"
+            )
+
+
 def study_dir(params: StudyParams, out: str | os.PathLike | None = None) -> Path:
     """``<out>/<name>`` for ``params``; ``out`` overrides ``params.out``."""
     return Path(out if out is not None else params["out"]) / params["name"]
@@ -532,8 +597,11 @@ def expand_grid(params: StudyParams) -> list[RunSpec]:
     Returns:
         One spec per dataset x model x seed for ``dense`` and one per dataset x model x method x
         scenario x seed for each pruning method, in a stable order: by dataset, model, seed, with
-        the dense run before the runs that depend on it.
+        the dense run before the runs that depend on it. Empty for a companion study
+        (``study_kind: criteria`` or ``granularity``), whose runs :func:`helpers.companion.plan` lists.
     """
+    if params["study_kind"] != "primary":  # planned and run by helpers.companion (its own run kinds)
+        return []
     specs: list[RunSpec] = []
     methods = [m for m in params["methods"] if m != "dense"]
     for dataset in params["datasets"]:

@@ -695,6 +695,8 @@ def run_criteria_experiment(
     finetune_epochs: int | None = None,
     lrs: Sequence[float] = (1e-3, 1e-4, 1e-5),
     batch_size: int = 32,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
     rotation_degrees: float = 15.0,
     hflip: bool = True,
     calibration_size: int = 64,
@@ -715,6 +717,8 @@ def run_criteria_experiment(
         finetune_epochs: fine-tuning epochs; ``None`` uses :func:`default_finetune_epochs`.
         lrs: the learning-rate steps.
         batch_size: fine-tuning batch size.
+        momentum: SGD momentum during fine-tuning.
+        weight_decay: SGD weight decay during fine-tuning.
         rotation_degrees: largest random rotation during fine-tuning.
         hflip: random horizontal flips during fine-tuning.
         calibration_size: training images (a seeded random subset) that ``taylor`` and
@@ -763,8 +767,8 @@ def run_criteria_experiment(
 
     start = time.perf_counter()
     history = finetune(
-        pruned, train_x, train_y, epochs=epochs, lrs=lrs, batch_size=batch_size, hflip=hflip,
-        rotation_degrees=rotation_degrees, seed=seed,
+        pruned, train_x, train_y, epochs=epochs, lrs=lrs, batch_size=batch_size, momentum=momentum,
+        weight_decay=weight_decay, hflip=hflip, rotation_degrees=rotation_degrees, seed=seed,
     )  # fmt: skip
     finetune_time = time.perf_counter() - start
     if "val" in splits and epochs > 0:

@@ -75,6 +75,19 @@ __all__ = [
     "training_energy",
     "inference_energy",
     "energy_statement",
+    "CRITERION_ORDER",
+    "CRITERION_PALETTE",
+    "CRITERION_LABELS",
+    "GRANULARITY_ORDER",
+    "GRANULARITY_PALETTE",
+    "GRANULARITY_LABELS",
+    "PUBLISHED_CRITERIA",
+    "criteria_accuracy",
+    "criteria_selection_time",
+    "criteria_table",
+    "published_criteria_table",
+    "granularity_tradeoffs",
+    "granularity_table",
 ]
 
 ID_COLUMNS: tuple[str, ...] = ("dataset", "model", "method", "scenario", "seed")
@@ -1007,3 +1020,323 @@ def inference_energy(inference: pd.DataFrame, figures_dir: str | Path) -> Figure
         kind="inference_energy", sources="energy_source",
         what=f"CPU inference energy of one measurement (model load + warm-up + {samples} images), masked vs compacted",
     )
+
+
+# ------------------------------------------------------------------ 05 / 06 companion-study figures
+#
+# Criteria study (Lajić, Peer, Emeršič 2025) and granularity study (Gurram, Sindhura, Bandari 2025),
+# drawn from the same tidy tables (helpers.companion): runs with method ``criteria`` carry a
+# ``criterion``, runs with method ``granularity`` a ``granularity``; ``dense`` runs are the baseline.
+
+CRITERION_ORDER: tuple[str, ...] = ("greedy_output_norm", "l1", "bn_slimming", "bn_slimming_l1", "taylor", "random")
+#: One colour per criterion in every 05 figure; random, the reference every criterion should beat, in grey.
+CRITERION_PALETTE: dict[str, str] = {
+    "greedy_output_norm": _CB[0],
+    "l1": _CB[1],
+    "bn_slimming": _CB[2],
+    "bn_slimming_l1": sns.color_palette("dark").as_hex()[2],
+    "taylor": _CB[4],
+    "random": "#8c8c8c",
+}
+CRITERION_LABELS: dict[str, str] = {
+    "greedy_output_norm": "greedy output norm (ThiNet)",
+    "l1": "L1 filter norm",
+    "bn_slimming": "BN slimming |γ|",
+    "bn_slimming_l1": "BN slimming |γ|, L1-trained",
+    "taylor": "Taylor, 1st order",
+    "random": "random (reference)",
+}
+GRANULARITY_ORDER: tuple[str, ...] = ("weight", "unstructured", "neuron", "structured", "layer")
+#: One colour per granularity in every 06 figure (the two weight-level ones in two blues); dense in dark grey.
+GRANULARITY_PALETTE: dict[str, str] = {
+    "dense": METHOD_PALETTE["dense"],
+    "weight": _CB[0],
+    "unstructured": _CB[9],
+    "neuron": _CB[1],
+    "structured": _CB[2],
+    "layer": _CB[4],
+}
+GRANULARITY_LABELS: dict[str, str] = {
+    "dense": "dense (baseline)",
+    "weight": "weight (global magnitude)",
+    "unstructured": "unstructured (per layer)",
+    "neuron": "neuron (hidden linear units)",
+    "structured": "structured (filters)",
+    "layer": "layer (blocks / convs)",
+}
+
+#: Lajić, Peer, Emeršič 2025, Tables 1 (CIFAR-10) and 2 (CIFAR-100): (dataset, model, criterion) ->
+#: (top-1 accuracy % after pruning 40 % of the filters and fine-tuning, source). Left empty on purpose:
+#: the paper was not at hand when this was written, and no number is entered from memory. Fill it from
+#: the paper's tables; :func:`published_criteria_table` shows the entries beside the study's numbers.
+PUBLISHED_CRITERIA: dict[tuple[str, str, str], tuple[float, str]] = {}
+_PUBLISHED_CRITERIA_SOURCE = {
+    "cifar10": "Lajić, Peer, Emeršič 2025, Table 1 (CIFAR-10): to be filled from the paper",
+    "cifar100": "Lajić, Peer, Emeršič 2025, Table 2 (CIFAR-100): to be filled from the paper",
+}
+_PUBLISHED_CRITERIA_NAMES = ("greedy_output_norm", "l1", "bn_slimming")
+_STAGES = (("accuracy_before", "before\npruning"), ("accuracy_pruned", "right after\npruning"),
+           ("accuracy_finetuned", "after\nfine-tuning"))  # fmt: skip
+
+
+def _ordered_present(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    present = {v for v in values if isinstance(v, str) and v}
+    return [v for v in order if v in present] + sorted(present - set(order))
+
+
+def _handles(names: Sequence[str], palette: Mapping[str, str], labels: Mapping[str, str]) -> tuple[list, list[str]]:
+    return ([Patch(facecolor=palette.get(n, "#999999"), edgecolor="black", linewidth=0.5) for n in names],
+            [labels.get(n, n) for n in names])  # fmt: skip
+
+
+def _companion_runs(runs: pd.DataFrame, method: str, what: str) -> pd.DataFrame:
+    column = "criterion" if method == "criteria" else "granularity"
+    _require(runs, [*ID_COLUMNS, "status", column], what)
+    data = runs[runs["method"] == method]
+    if data.empty:
+        raise ValueError(f"{what}: the runs table has no {method} runs; run a study with study_kind: {method}")
+    return data
+
+
+def criteria_accuracy(runs: pd.DataFrame, figures_dir: str | Path) -> Figure:
+    """Test accuracy before pruning, right after removing the filters and after fine-tuning, per criterion.
+
+    Panels: rows = datasets, columns = models; one line per criterion across the three stages (mean over
+    seeds, 95 % interval with several seeds). ``bn_slimming_l1`` starts from its own dense model (trained
+    with the L1 penalty on gamma), so its "before" point differs.
+    """
+    data = _companion_runs(runs, "criteria", "criteria_accuracy")
+    data = data[data["status"] == "completed"]
+    _require(data, [c for c, _ in _STAGES], "criteria_accuracy")
+    criteria = _ordered_present(data["criterion"], CRITERION_ORDER)
+    sparsity = pd.to_numeric(data["filter_sparsity"], errors="coerce").dropna().unique() if "filter_sparsity" in data else []
+    pct = ", ".join(f"{100 * s:g} %" for s in sparsity) or "the study's share of"
+    offsets = np.linspace(-0.12, 0.12, len(criteria)) if len(criteria) > 1 else [0.0]
+    with _theme():
+        fig, grid = _panel_grid(data, panel_w=4.2, panel_h=3.2)
+        for (dataset, model), ax in grid.items():
+            panel = data[(data["dataset"] == dataset) & (data["model"] == model)]
+            for offset, criterion in zip(offsets, criteria):
+                rows = panel[panel["criterion"] == criterion]
+                if rows.empty:
+                    continue
+                stats = [mean_interval(pd.to_numeric(rows[col], errors="coerce") * 100.0) for col, _ in _STAGES]
+                xs = np.arange(len(_STAGES)) + offset
+                means = [s[0] for s in stats]
+                yerr = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+                ax.errorbar(xs, means, yerr=yerr if rows["seed"].nunique() > 1 else None, color=CRITERION_PALETTE.get(criterion),
+                            marker="o", markersize=4, linewidth=1.3, capsize=2)  # fmt: skip
+            ax.set_xticks(range(len(_STAGES)))
+            ax.set_xticklabels([label for _, label in _STAGES])
+            ax.set_xlim(-0.4, len(_STAGES) - 0.6)
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(axis="x", visible=False)
+        lines = [matplotlib.lines.Line2D([], [], color=CRITERION_PALETTE.get(c, "#999999"), marker="o", markersize=4)
+                 for c in criteria]  # fmt: skip
+        _legend_outside(fig, lines, [CRITERION_LABELS.get(c, c) for c in criteria], "criterion")
+        _suptitle(fig, f"Criteria study (after Lajić et al. 2025): test accuracy before pruning, after removing {pct} "
+                       f"of the filters in one shot, and after fine-tuning; {_seed_note(data)}")
+    save_figure(fig, figures_dir, "criteria_accuracy_stages")
+    return fig
+
+
+def criteria_selection_time(runs: pd.DataFrame, figures_dir: str | Path) -> Figure:
+    """Seconds each criterion takes to score and select the filters (and compact the model): one point per
+    criterion on a log scale (mean over seeds, 95 % interval with several seeds)."""
+    data = _companion_runs(runs, "criteria", "criteria_selection_time")
+    data = data[data["status"] == "completed"]
+    _require(data, ["selection_time_s"], "criteria_selection_time")
+    criteria = _ordered_present(data["criterion"], CRITERION_ORDER)
+    with _theme():
+        fig, grid = _panel_grid(data, panel_w=4.2, panel_h=0.32 * len(criteria) + 1.4)
+        for (dataset, model), ax in grid.items():
+            panel = data[(data["dataset"] == dataset) & (data["model"] == model)]
+            st = summarize(panel.assign(v=pd.to_numeric(panel["selection_time_s"], errors="coerce")), "v", ["criterion"])
+            st = st.set_index("criterion").reindex(criteria)
+            y = np.arange(len(criteria))
+            xerr = None
+            if (st["n"] > 1).any():
+                xerr = np.array([st["mean"] - st["ci_low"], st["ci_high"] - st["mean"]])
+            for k, criterion in enumerate(criteria):
+                ax.errorbar(st["mean"].iloc[k], y[k], xerr=None if xerr is None else xerr[:, k:k + 1],
+                            color=CRITERION_PALETTE.get(criterion, "#999999"), marker="o", markersize=7,
+                            markeredgecolor="black", markeredgewidth=0.5, capsize=2, linestyle="none")  # fmt: skip
+            ax.set_yticks(y)
+            ax.set_yticklabels([CRITERION_LABELS.get(c, c) for c in criteria])
+            ax.set_ylim(len(criteria) - 0.5, -0.5)
+            ax.set_xscale("log")
+            ax.margins(x=0.15)
+            ax.set_xlabel("selection + compaction time (s, log scale)")
+            ax.grid(axis="y", visible=False)
+        _suptitle(fig, f"Criteria study (extension): cost of selecting the filters to remove; {_seed_note(data)}")
+    save_figure(fig, figures_dir, "criteria_selection_time")
+    return fig
+
+
+def criteria_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The numbers behind :func:`criteria_accuracy`: per dataset, model and criterion, the accuracy (%) at
+    each stage, the filters and parameters removed and the MACs left (mean over seeds)."""
+    data = _companion_runs(runs, "criteria", "criteria_table")
+    data = data[data["status"] == "completed"]
+    numeric = {
+        "before (%)": ("accuracy_before", 100.0), "after pruning (%)": ("accuracy_pruned", 100.0),
+        "after fine-tuning (%)": ("accuracy_finetuned", 100.0), "filters removed": ("filters_removed", 1.0),
+        "params after (M)": ("params_after", 1e-6), "MACs after (M)": ("macs_after", 1e-6),
+        "selection (s)": ("selection_time_s", 1.0),
+    }  # fmt: skip
+    rows = []
+    for (dataset, model, criterion), group in data.groupby(["dataset", "model", "criterion"], sort=False):
+        row = {"dataset": _label("dataset", dataset), "model": _label("model", model), "criterion": criterion}
+        for name, (col, scale) in numeric.items():
+            row[name] = round(mean_interval(pd.to_numeric(group[col], errors="coerce") * scale)[0], 2)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {c: i for i, c in enumerate(_ordered_present(table["criterion"], CRITERION_ORDER))}
+    return table.sort_values(["dataset", "model", "criterion"], key=lambda s: s.map(order) if s.name == "criterion" else s,
+                             ignore_index=True)  # fmt: skip
+
+
+def published_criteria_table(runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Lajić et al.'s CIFAR-10 / CIFAR-100 accuracies after pruning and fine-tuning beside ours.
+
+    One row per CIFAR dataset x model (VGG16-BN, ResNet18, ResNet50) x criterion of the paper (greedy
+    output norm, L1, BN slimming): ``ours (%)`` is this study's accuracy after fine-tuning (mean over
+    seeds; NaN where the study did not run it), ``published (%)`` and ``source`` come from
+    :data:`PUBLISHED_CRITERIA` (NaN and "to be filled" until the paper's tables are entered).
+    """
+    ours = pd.DataFrame()
+    if runs is not None and "criterion" in runs.columns:
+        ours = runs[(runs["method"] == "criteria") & (runs["status"] == "completed")]
+    rows = []
+    for dataset in ("cifar10", "cifar100"):
+        for model in ("vgg16_bn", "resnet18", "resnet50"):
+            for criterion in _PUBLISHED_CRITERIA_NAMES:
+                mine = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["criterion"] == criterion)] \
+                    if len(ours) else ours  # fmt: skip
+                value = mean_interval(pd.to_numeric(mine["accuracy_finetuned"], errors="coerce") * 100.0)[0] \
+                    if len(mine) else math.nan  # fmt: skip
+                published, source = PUBLISHED_CRITERIA.get((dataset, model, criterion),
+                                                            (math.nan, _PUBLISHED_CRITERIA_SOURCE[dataset]))  # fmt: skip
+                rows.append({"dataset": _label("dataset", dataset), "model": _label("model", model),
+                             "criterion": criterion, "ours (%)": round(value, 2) if np.isfinite(value) else math.nan,
+                             "published (%)": published, "source": source})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _granularity_frame(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
+    """Dense and granularity runs with their measurement joined in, one row per run, with the values
+    the 06 figures and table show: ``size_mb``, ``latency_ms``, ``accuracy_pct``, ``macs_m``."""
+    data = runs[runs["method"].isin(["dense", "granularity"])].copy()
+    _require(data, [*ID_COLUMNS, "status", "granularity", "budget", "test_accuracy"], "granularity figures")
+    _require(inference, ["run_id", "model_size_mb", "latency_ms_mean", "macs"], "granularity figures")
+    if not (data["method"] == "granularity").any():
+        raise ValueError("granularity figures: the runs table has no granularity runs; run a study with study_kind: granularity")
+    measured = inference[["run_id", "variant", "model_size_mb", "latency_ms_mean", "macs"]
+                         + [c for c in ("size_format", "latency_ms_sparse_linear") if c in inference.columns]]
+    data = data.merge(measured.drop_duplicates("run_id"), on="run_id", how="left")
+    data["granularity"] = data["granularity"].where(data["method"] != "dense", "dense")
+    data["size_mb"] = pd.to_numeric(data["model_size_mb"], errors="coerce")
+    data["latency_ms"] = pd.to_numeric(data["latency_ms_mean"], errors="coerce")
+    data["accuracy_pct"] = pd.to_numeric(data["test_accuracy"], errors="coerce") * 100.0
+    data["macs_m"] = pd.to_numeric(data["macs"], errors="coerce") / 1e6
+    return data
+
+
+_GRANULARITY_METRICS = (
+    ("size_mb", "size on disk (MiB)"),
+    ("latency_ms", "CPU time per image (ms)"),
+    ("accuracy_pct", "test accuracy (%)"),
+    ("macs_m", "MACs per image (millions)"),
+)
+
+
+def granularity_tradeoffs(runs: pd.DataFrame, inference: pd.DataFrame, figures_dir: str | Path) -> Figure:
+    """Size on disk, CPU latency per image, accuracy and MACs per granularity, beside the dense baseline.
+
+    The shape of Gurram et al.'s table, measured: rows = dataset x model, columns = the four metrics;
+    bars grouped by parameter budget, one per granularity; the dense model is the dashed line. A
+    granularity with nothing to remove in the model (``not_applicable``) is marked "n/a".
+    """
+    data = _granularity_frame(runs, inference)
+    sparse = data[data["method"] == "granularity"]
+    granularities = _ordered_present(sparse["granularity"], GRANULARITY_ORDER)
+    budgets = sorted(pd.to_numeric(sparse["budget"], errors="coerce").dropna().unique())
+    pairs = [(d, m) for d in _panel_pairs(data)[0] for m in _panel_pairs(data)[1] if (d, m) in _panel_pairs(data)[2]]
+    width = 0.8 / max(len(granularities), 1)
+    with _theme():
+        fig, axes = plt.subplots(len(pairs), len(_GRANULARITY_METRICS), squeeze=False, layout="constrained",
+                                 figsize=(3.3 * len(_GRANULARITY_METRICS), 2.9 * len(pairs)))  # fmt: skip
+        for i, (dataset, model) in enumerate(pairs):
+            panel = data[(data["dataset"] == dataset) & (data["model"] == model)]
+            dense = panel[(panel["method"] == "dense") & (panel["status"] == "completed")]
+            for j, (value, label) in enumerate(_GRANULARITY_METRICS):
+                ax = axes[i][j]
+                for bi, budget in enumerate(budgets):
+                    for gi, granularity in enumerate(granularities):
+                        rows = panel[(panel["granularity"] == granularity) & (pd.to_numeric(panel["budget"]) == budget)]
+                        if rows.empty:
+                            continue
+                        x = bi - 0.4 + width * (gi + 0.5)
+                        mean, low, high = mean_interval(rows[value])
+                        if not np.isfinite(mean):
+                            ax.text(x, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7,
+                                    color=GRANULARITY_PALETTE.get(granularity, "#999999"))  # fmt: skip
+                            continue
+                        yerr = [[mean - low], [high - mean]] if rows[value].notna().sum() > 1 else None
+                        ax.bar(x, mean, width=width * 0.95, color=GRANULARITY_PALETTE.get(granularity, "#999999"),
+                               edgecolor="black", linewidth=0.5, yerr=yerr, capsize=2)  # fmt: skip
+                if len(dense):
+                    ax.axhline(mean_interval(dense[value])[0], color=GRANULARITY_PALETTE["dense"], linestyle="--",
+                               linewidth=1.2, zorder=0.5)  # fmt: skip
+                ax.set_xticks(range(len(budgets)))
+                ax.set_xticklabels([f"{100 * b:g} %" for b in budgets])
+                ax.set_xlim(-0.5, len(budgets) - 0.5)
+                ax.set_xlabel("parameter budget removed")
+                ax.set_ylabel(label)
+                ax.set_ylim(bottom=0)
+                if value == "accuracy_pct":
+                    ax.set_ylim(0, 105)
+                ax.grid(axis="x", visible=False)
+                ax.set_title(f"{_label('dataset', dataset)} / {_label('model', model)}", fontsize="small")
+        handles, labels = _handles(granularities, GRANULARITY_PALETTE, GRANULARITY_LABELS)
+        handles.append(matplotlib.lines.Line2D([], [], color=GRANULARITY_PALETTE["dense"], linestyle="--"))
+        labels.append(GRANULARITY_LABELS["dense"])
+        _legend_outside(fig, handles, labels, "granularity")
+        _suptitle(fig, "Granularity study (after Gurram et al. 2025): size on disk in the format that benefits, CPU "
+                       f"time per image (batch 1), test accuracy and MACs at matched parameter budgets; {_seed_note(data)}")
+    save_figure(fig, figures_dir, "granularity_tradeoffs")
+    return fig
+
+
+def granularity_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
+    """Gurram et al.'s table, measured: per dataset, model and budget, the dense baseline then each
+    granularity with its size on disk (and format), CPU time per image, accuracy, MACs and the budget
+    actually removed (mean over seeds). A granularity the model does not have reads "not applicable"."""
+    data = _granularity_frame(runs, inference)
+    rows = []
+    budgets = sorted(pd.to_numeric(data.loc[data["method"] == "granularity", "budget"], errors="coerce").dropna().unique())
+    for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
+        dense = panel[panel["method"] == "dense"]
+        for budget in budgets:
+            sparse = panel[(panel["method"] == "granularity") & (pd.to_numeric(panel["budget"]) == budget)]
+            for granularity in ["dense", *_ordered_present(sparse["granularity"], GRANULARITY_ORDER)]:
+                group = dense if granularity == "dense" else sparse[sparse["granularity"] == granularity]
+                row = {"dataset": _label("dataset", dataset), "model": _label("model", model),
+                       "budget (%)": 0.0 if granularity == "dense" else 100 * budget, "granularity": granularity}  # fmt: skip
+                if (group["status"] == "not_applicable").all():
+                    row["status"] = "not applicable"
+                    rows.append(row)
+                    continue
+                row["status"] = "completed" if (group["status"] == "completed").all() else ", ".join(group["status"].unique())
+                for col, name, digits in (("size_mb", "size (MiB)", 2), ("latency_ms", "time / image (ms)", 2),
+                                          ("accuracy_pct", "accuracy (%)", 1), ("macs_m", "MACs (M)", 1)):  # fmt: skip
+                    row[name] = round(mean_interval(group[col])[0], digits)
+                if "size_format" in group:
+                    row["size format"] = group["size_format"].iloc[0]
+                achieved = pd.to_numeric(group.get("budget_achieved", pd.Series(dtype=float)), errors="coerce")
+                row["removed (%)"] = 0.0 if granularity == "dense" else round(100 * mean_interval(achieved)[0], 1)
+                rows.append(row)
+    return pd.DataFrame(rows)

@@ -58,7 +58,14 @@ RUN_STATUSES: dict[str, str] = {
     "completed": "trained, tested and measured",
     "diverged": "the training loss became NaN or infinite; the history up to that epoch is kept, no test or inference",
     "failed": "raised an error (message in `error`); not finished, so the next `train` retries it",
+    "not_applicable": (
+        "companion granularity study: the model has no unit of that granularity (neuron pruning of a ResNet, "
+        "whose only linear layer is the classifier); the reason is in `error`, nothing is measured"
+    ),
 }
+
+_COMPANION = "companion studies (helpers.companion)"
+
 
 #: ``energy_source`` values (every energy figure carries one; ``energy_j`` is NaN for ``unavailable``).
 ENERGY_SOURCES: dict[str, str] = {
@@ -126,12 +133,64 @@ COLUMNS: dict[str, dict[str, str]] = {
         "test_samples": "images in the test split used",
         "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
         "device": "training device (cpu, cuda, cuda:N)",
-        "error": "failed runs: the error message; empty otherwise",
+        "error": "failed runs: the error message; not_applicable runs: the reason; empty otherwise",
+        # Companion studies. There `method` is dense (the trained model that the study prunes), criteria
+        # or granularity, and `reused_run_id` names the dense run a pruned run started from. Empty (NaN)
+        # for primary runs, and for the columns of the other companion study.
+        "study_kind": "criteria or granularity (the study file's `study_kind`); empty for primary runs",
+        "criterion": (
+            "criteria study: the filter-selection criterion (greedy_output_norm, l1, bn_slimming, "
+            "bn_slimming_l1 = bn_slimming on a model trained with the L1 penalty on gamma, random, taylor); "
+            "empty otherwise"
+        ),
+        "granularity": (
+            "granularity study: weight, unstructured, neuron, structured or layer (helpers.granularity); empty otherwise"
+        ),
+        "slimming_lambda": (
+            f"{_COMPANION}: lambda of the L1 penalty on BatchNorm scales the dense model was trained with "
+            "(network slimming, Liu et al. 2017); 0 without"
+        ),
+        "filter_sparsity": "criteria study: fraction of the filters of every conv group removed in one shot (0.4)",
+        "accuracy_before": f"{_COMPANION}: test accuracy of the dense model before pruning",
+        "accuracy_pruned": f"{_COMPANION}: test accuracy right after pruning, before fine-tuning",
+        "accuracy_finetuned": f"{_COMPANION}: test accuracy after fine-tuning (equals test_accuracy)",
+        "loss_before": "criteria study: test cross-entropy before pruning",
+        "loss_pruned": f"{_COMPANION}: test cross-entropy right after pruning",
+        "loss_finetuned": f"{_COMPANION}: test cross-entropy after fine-tuning",
+        "filters_total": "criteria study: conv output filters of the dense model (all conv layers)",
+        "filters_removed": "criteria study: conv output filters physically removed",
+        "params_before": "criteria study: parameters of the dense model",
+        "params_after": "criteria study: parameters of the pruned (compacted) model",
+        "macs_before": "criteria study: multiply-accumulates of one image through the dense model",
+        "macs_after": "criteria study: multiply-accumulates of one image through the pruned model",
+        "selection_time_s": "criteria study: seconds to score and select the filters and compact the model",
+        "finetune_time_s": f"{_COMPANION}: seconds of fine-tuning (also in train_time_s for pruned runs)",
+        "budget": "granularity study: target fraction of prunable parameters (conv and linear weights) removed",
+        "budget_achieved": (
+            "granularity study: fraction of the dense model's prunable parameters gone from the deployed model "
+            "(counted in it: remaining weights, non-zero ones for weight / unstructured)"
+        ),
+        "budget_reached": "granularity study: |budget_achieved - budget| within budget_tolerance",
+        "budget_tolerance": "granularity study: the closest the granularity's unit size allows (half a unit)",
+        "max_removable_fraction": (
+            "granularity study: the most of the prunable parameters the granularity can remove from the model "
+            "(layer pruning of VGG16 stops near 0.1)"
+        ),
+        "unit": "granularity study: what is removed: weight, neuron, filter or layer",
+        "units_total": "granularity study: removable units of the model",
+        "units_removed": "granularity study: units removed",
+        "params_prunable_total": "granularity study: conv and linear weights of the dense model",
+        "params_prunable_removed": "granularity study: of those, removed by the plan (next-layer slices included)",
+        "removed_layers": "granularity study, layer: removed blocks or convolutions, ';'-separated",
+        "note": "granularity study: warnings of the plan (e.g. a budget above what the granularity can remove)",
     },
     "epochs": {
         "run_id": "the run (see runs.run_id)",
         "epoch": "1-based epoch number (post_training: its fine-tuning epochs)",
-        "phase": "train or val",
+        "phase": (
+            "train or val; finetune for the companion studies' pruned runs (SGD fine-tuning after one-shot "
+            "pruning, on the training split as seen during the epoch, augmented)"
+        ),
         "loss": "mean cross-entropy over the phase's samples (train: as seen during the epoch, in train mode)",
         "accuracy": "top-1 accuracy over the phase's samples",
         "precision": "macro-averaged precision",
@@ -141,10 +200,15 @@ COLUMNS: dict[str, dict[str, str]] = {
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,
         "peak_memory_mb": _PEAK,
+        "lr": "finetune rows: the epoch's learning rate (1e-3, 1e-4, 1e-5 over equal thirds)",
     },
     "inference": {
         "run_id": "the run (see runs.run_id)",
-        "variant": "masked (the trained model, zeros still computed) or compacted (pruned filters physically removed)",
+        "variant": (
+            "masked (the trained model, zeros still computed) or compacted (pruned filters physically removed); "
+            "companion studies: dense (the baseline), compacted (criteria runs; neuron / structured / layer "
+            "granularity) or masked (weight / unstructured granularity, dense tensors with zeros)"
+        ),
         "device": "inference device (always cpu, as in the study)",
         "threads": "torch intra-op threads during inference",
         "batch_size": "images per forward pass",
@@ -174,6 +238,21 @@ COLUMNS: dict[str, dict[str, str]] = {
             "compacted: the largest |logit difference| from the masked model over the test images "
             "(float32 round-off); NaN for masked (the reference)"
         ),
+        # Companion studies (helpers.granularity.measure_granularity): model_size_mb is the torch.save
+        # file of the state in size_format; energy is not measured there (energy_source unavailable).
+        "size_format": (
+            f"{_COMPANION}: the format model_size_mb is measured in: dense, compacted, or csr-int32 (weight / "
+            "unstructured: conv and linear weights in CSR with int32 indices wherever that is smaller)"
+        ),
+        "size_mb_dense_file": f"{_COMPANION}: size in MiB of the plain torch.save of the state dict, for comparison",
+        "latency_format": f"{_COMPANION}: how latency_ms_* ran: dense, compacted or masked-dense kernels",
+        "latency_ms_sparse_linear": (
+            "granularity study, weight / unstructured: mean latency per image in ms with the linear layers as "
+            "CSR matrices (PyTorch has no sparse convolution on the CPU); NaN otherwise"
+        ),
+        "macs_nonzero": f"{_COMPANION}: multiply-accumulates with a non-zero weight (what a sparse kernel would do)",
+        "params_prunable": f"{_COMPANION}: conv and linear weights of the measured model",
+        "params_prunable_nonzero": f"{_COMPANION}: of those, the non-zero ones",
     },
 }
 

@@ -4,8 +4,8 @@ The flow is one way (see DESIGN.md): :func:`helpers.config.expand_grid` plans th
 :func:`run_one` executes one :class:`~helpers.config.RunSpec` as a pure function of the spec and the
 study folder; :func:`helpers.results.collect` rebuilds the tables from the run folders. The local
 executor runs the specs in order in this process (dense runs come before the ``post_training`` runs
-that reuse them); since :func:`run_one` needs nothing else, another executor can distribute the
-same specs.
+that reuse them); since :func:`run_one` needs nothing else, the Dask executor distributes the same
+specs, one task per run (:mod:`helpers.executors`; the study file's ``executor`` picks one).
 
 A run works in ``<study>/runs/.work/<run_id>/`` and, once finished, that folder is renamed to
 ``<study>/runs/<run_id>/`` in one atomic step, ``result.json`` being the last file written into it.
@@ -48,7 +48,17 @@ from helpers.train import (
     seed_everything,
 )
 
-__all__ = ["run_study", "run_one", "plan", "preflight", "is_finished", "run_dir", "work_dir", "prepare_data"]
+__all__ = [
+    "run_study",
+    "run_one",
+    "plan",
+    "preflight",
+    "is_finished",
+    "run_dir",
+    "work_dir",
+    "prepare_data",
+    "record_failure",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +135,20 @@ def prepare_data(spec: RunSpec) -> Data:
     return _prepared(spec.dataset, _split_key(spec.params), min_input_size(spec.model))
 
 
-def preflight(params: StudyParams) -> None:
+def preflight(params: StudyParams, *, check_device: bool = True) -> None:
     """Check what validation cannot see, before anything is written: the device exists and every
     dataset loads (downloading where allowed).
+
+    Args:
+        params: the study.
+        check_device: check the device on this machine (not when the runs execute on others, e.g.
+            on the GPU nodes of a Dask cluster).
 
     Raises:
         ParamsError: naming the device or dataset and the fix.
     """
     device = params["device"]
-    if device.startswith("cuda"):
+    if check_device and device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
             raise ParamsError(
@@ -164,7 +179,8 @@ def run_study(
     """Run every unfinished run of the study and rebuild its tables.
 
     Idempotent: finished runs are skipped, interrupted runs resume from their last checkpoint,
-    failed runs are retried.
+    failed runs are retried. The study's ``executor`` runs them here, in order, or as Dask tasks
+    (:mod:`helpers.executors`); either way the tables are rebuilt from the run folders at the end.
 
     Args:
         params: validated parameters, or a mapping / YAML path for :func:`helpers.config.load_params`.
@@ -178,12 +194,17 @@ def run_study(
         ParamsError: invalid parameters, an unavailable device or a dataset that cannot be loaded
             (nothing is written then).
     """
-    from tqdm.auto import tqdm
+    from helpers.executors import make_executor
 
     if not isinstance(params, StudyParams):
         params = load_params(params)
+    if params["study_kind"] != "primary":  # the companion studies plan and run their own grids
+        from helpers import companion
+
+        return companion.run_study(params, out=out, progress=progress)
     study = study_dir(params, out)
-    preflight(params)
+    executor = make_executor(params["executor"])
+    preflight(params, check_device=not executor.remote)
     for sub in SUBDIRS:
         (study / sub).mkdir(parents=True, exist_ok=True)
     resolved = params.to_dict()
@@ -191,22 +212,17 @@ def run_study(
         resolved["out"] = str(out)
     write_json_atomic(study / "params.json", resolved)
     specs = plan(params)
-    bar = tqdm(specs, desc=f"study {params['name']}", unit="run", disable=None if progress else True)
-    for spec in bar:
-        bar.set_postfix_str(spec.run_id, refresh=False)
-        if is_finished(study, spec.run_id):
-            continue
-        try:
-            run_one(spec, study, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
-            log.error("run %s failed: %s", spec.run_id, exc)
-            _record_failure(spec, study, exc)
-    bar.close()
+    pending = [spec for spec in specs if not is_finished(study, spec.run_id)]
+    executor.run(pending, study, progress=progress, desc=f"study {params['name']}")
     collect(study, run_ids=[s.run_id for s in specs])
     return study
 
 
-def _record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
+def record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
+    """Leave ``error.json`` in the run's work folder: the run shows as ``failed`` and is retried next time.
+
+    Call it from the ``except`` block that caught ``exc`` (the traceback is the one being handled).
+    """
     work = work_dir(study, spec.run_id)
     work.mkdir(parents=True, exist_ok=True)
     row = {

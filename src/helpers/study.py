@@ -1,7 +1,8 @@
 """Run the study's notebooks with Papermill and gather them into one HTML report.
 
-``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the four paper notebooks in
-``notebooks/`` are executed in order with the study file's parameters injected (Papermill's
+``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the study's notebooks in
+``notebooks/`` (the four paper notebooks 01-04 for the primary study; 05 for a ``study_kind: criteria`` file,
+06 for ``study_kind: granularity``, see :data:`STUDY_NOTEBOOKS`) are executed in order with the study file's parameters injected (Papermill's
 ``parameters`` cell convention), the executed copies are saved under ``<study>/notebooks/``, and
 ``<study>/report.html`` gathers them in one page with a table of contents (nbconvert's HTML exporter).
 A notebook that fails stops the study with :class:`NotebookExecutionError`, which names the notebook,
@@ -10,7 +11,8 @@ the cell and the error; the executed notebook keeps the traceback, and every fin
 
 The notebooks themselves call :func:`notebook_params` and :func:`ensure_results`: the first gathers the
 parameters cell's variables (plus any Papermill injected), the second validates them, produces missing
-runs through :func:`helpers.runner.run_study` (finished runs are skipped) and loads the results tables.
+runs through :func:`helpers.runner.run_study` (companion studies: :func:`helpers.companion.run_study`;
+finished runs are skipped) and loads the results tables.
 Notebooks run with the ``notebooks/`` folder as working directory, so a relative ``out`` is read against
 the repository root (:func:`repo_root`), the same folder the command line uses.
 """
@@ -30,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "NOTEBOOKS",
+    "STUDY_NOTEBOOKS",
     "NotebookExecutionError",
     "repo_root",
     "notebooks_dir",
@@ -47,6 +50,14 @@ NOTEBOOKS: tuple[str, ...] = (
     "03_inference.ipynb",
     "04_energy.ipynb",
 )
+
+#: The notebooks of each kind of study (the study file's ``study_kind`` key): the primary study runs
+#: :data:`NOTEBOOKS`, each companion study its own notebook (``helpers.companion``).
+STUDY_NOTEBOOKS: dict[str, tuple[str, ...]] = {
+    "primary": NOTEBOOKS,
+    "criteria": ("05_criteria.ipynb",),
+    "granularity": ("06_granularity.ipynb",),
+}
 
 _KERNEL = "python3"
 
@@ -158,7 +169,12 @@ def ensure_results(params: Mapping[str, Any], *, progress: bool = False) -> tupl
     from helpers import config, results, runner
 
     validated = config.load_params(resolve_out(params))
-    study_dir = Path(runner.run_study(validated, progress=progress))
+    if validated["study_kind"] == "primary":
+        study_dir = Path(runner.run_study(validated, progress=progress))
+    else:
+        from helpers import companion
+
+        study_dir = Path(companion.run_study(validated, progress=progress))
     return study_dir, results.load_tables(study_dir)
 
 
@@ -202,7 +218,9 @@ def run_notebooks(
         params: the study's parameters (a dict, or ``helpers.config.StudyParams``); every key is injected
             into each notebook. ``out`` is set so that the notebooks find ``study_dir``.
         study_dir: the study folder (``<out>/<name>``); executed notebooks go to ``<study_dir>/notebooks/``.
-        notebooks: notebook names in ``notebooks/`` or paths; default :data:`NOTEBOOKS`.
+        notebooks: notebook names in ``notebooks/`` or paths; default the notebooks of the study's kind
+            (:data:`STUDY_NOTEBOOKS` of ``params["study_kind"]``: 01-04 for the primary study, 05 for
+            ``criteria``, 06 for ``granularity``).
         progress: show a progress bar over notebooks and cells.
         exclude_input: leave the code cells' source out of the report (outputs and markdown stay).
         timeout: seconds a single cell may run; None for no limit.
@@ -223,6 +241,11 @@ def run_notebooks(
     values = _plain(params)
     if values.get("name") == study_dir.name:
         values["out"] = str(study_dir.parent)
+    if notebooks is None:
+        kind = values.get("study_kind") or "primary"
+        if kind not in STUDY_NOTEBOOKS:
+            raise ValueError(f"unknown study {kind!r}; expected one of {', '.join(STUDY_NOTEBOOKS)}")
+        notebooks = STUDY_NOTEBOOKS[kind]
     sources = _notebook_paths(notebooks)
     executed_dir = study_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)

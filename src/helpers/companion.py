@@ -1,0 +1,573 @@
+"""The companion studies: plan and run the pruning-criteria study (notebook 05) and the
+pruning-granularity study (notebook 06) on the primary study's data, models, tables and folders.
+
+A study file with ``study_kind: criteria`` or ``study_kind: granularity`` (see :mod:`helpers.config`) is planned
+by :func:`plan` and run by :func:`run_study` instead of the primary grid. Each study has two kinds of
+run, both :class:`helpers.config.RunSpec` and both written like :func:`helpers.runner.run_one` writes
+a primary run (work folder ``<study>/runs/.work/<run_id>/``, renamed to ``<study>/runs/<run_id>/`` in
+one atomic step, ``result.json`` last), so :func:`helpers.results.collect` builds the same tidy tables:
+
+- ``dense`` (scenario ``none``): the model to prune, trained inside the study with the primary
+  protocol keys (``epochs``, ``optimizer``, ``lr``, ``batch_size``, ``augment``, ...), resumable from its
+  per-epoch checkpoint. For the criterion ``bn_slimming_l1`` a second dense model is trained with network
+  slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale (Liu et al., *Learning
+  efficient convolutional networks through network slimming*, ICCV 2017; scenario ``slimming<lambda>``):
+  the penalty's sub-gradient ``lambda * sign(gamma)`` is added to each gamma's gradient by a tensor hook,
+  as in Liu et al.'s code, so it works with any optimizer. Its ``model.pt`` stays (the other runs load
+  it), its test metrics land in ``runs`` and its CPU measurement (:func:`helpers.granularity.measure_granularity`,
+  variant ``dense``) in ``inference``: the baseline of both studies.
+- ``criteria`` (scenario ``conv<filter_sparsity>_linear0``; study 2, after Lajić, Peer and Emeršič,
+  *Exploring the differences in pruning methods for convolutional neural networks*, 2025): load the
+  dense model, remove ``filter_sparsity`` (0.4) of the filters of every conv group in one shot with the
+  run's ``criterion``, fine-tune with SGD (``finetune``: lr 1e-3, 1e-4, 1e-5 over equal thirds, batch 32,
+  momentum 0.9, random rotation and horizontal flip; 10 epochs up to 10 classes, 20 above), see
+  :func:`helpers.criteria.run_criteria_experiment`. ``runs`` gets the accuracy before pruning, right
+  after it and after fine-tuning; ``epochs`` the fine-tuning epochs (phase ``finetune``);
+  ``inference`` the compacted model's size, latency and MACs (variant ``compacted``).
+- ``granularity`` (scenario ``budget<b>``; study 3, after Gurram, Sindhura and Bandari, *A study on
+  neural network pruning techniques for efficient model deployment*, 2025): load the dense model,
+  remove the fraction ``b`` of its prunable parameters at the run's ``granularity``
+  (:func:`helpers.granularity.apply_granularity`), fine-tune as above (``weight`` / ``unstructured``
+  keep their zeros: the mask is re-applied after every step), and measure the deployable form
+  (:func:`helpers.granularity.measure_granularity`): size on disk in the format that benefits (CSR for
+  ``weight`` / ``unstructured``, compacted tensors otherwise), CPU latency per image, MACs, accuracy.
+  A granularity with nothing to remove in a model (``neuron`` in a ResNet, whose only linear layer is
+  the classifier) finishes with status ``not_applicable`` and the reason in ``error``.
+
+Measurements are on the CPU at batch 1 after ``inference.warmup`` untimed images, over
+``inference.samples`` images with ``inference.threads`` threads (``inference.batch_sizes`` is not used
+here); energy is not measured in the companion studies (``energy_source`` is ``unavailable``).
+Pruned models are measured, not kept on disk (their size is in ``inference.model_size_mb``); dense
+models are kept whatever ``keep_models`` says, as the other runs load them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from helpers.config import RESULT_KEYS, ParamsError, RunSpec, StudyParams, load_params, study_dir
+from helpers.criteria import CRITERIA, default_finetune_epochs, finetune, run_criteria_experiment
+from helpers.granularity import (
+    GRANULARITIES,
+    NoRemovableUnitError,
+    apply_granularity,
+    measure_granularity,
+    prunable_layers,
+)
+from helpers.measure import EnergyMeter, count_params, macro_auc
+from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
+from helpers.runner import is_finished, prepare_data, run_dir, work_dir
+from helpers.train import (
+    Data,
+    FitResult,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    seed_everything,
+)
+
+__all__ = [
+    "STUDY_CRITERIA",
+    "GRANULARITIES",
+    "MODELS_WITHOUT_BATCHNORM",
+    "SUBDIRS",
+    "plan",
+    "preflight",
+    "run_one",
+    "run_study",
+    "slimming_hooks",
+]
+
+log = logging.getLogger(__name__)
+
+#: Criteria of the criteria study: :data:`helpers.criteria.CRITERIA` plus ``bn_slimming_l1``, network
+#: slimming proper: ``bn_slimming`` applied to a dense model trained with the L1 penalty on gamma.
+STUDY_CRITERIA: tuple[str, ...] = CRITERIA + ("bn_slimming_l1",)
+#: Models of :data:`helpers.models.MODELS` without BatchNorm (no gamma for ``bn_slimming``).
+MODELS_WITHOUT_BATCHNORM: tuple[str, ...] = ("vgg16",)
+SUBDIRS: tuple[str, ...] = ("runs", "results", "figures", "notebooks")
+
+# Keys that name the grid rather than one run's protocol; not copied into a run's parameters.
+_GRID_KEYS = ("name", "datasets", "models", "methods", "scenarios", "seeds", "out", "criteria", "granularities", "budgets")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+def _run_id(run: Mapping[str, Any], label: str) -> str:
+    keys = list(RESULT_KEYS) + ["study_kind", "slimming_lambda"]
+    if run["method"] == "criteria":
+        keys += ["criterion", "filter_sparsity", "calibration_size", "finetune"]
+    elif run["method"] == "granularity":
+        keys += ["granularity", "budget", "finetune"]
+    blob = json.dumps({k: run[k] for k in keys}, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return f"{run['dataset']}-{run['model']}-{label}-{run['scenario']}-s{run['seed']}-{digest}"
+
+
+def _spec(params: StudyParams, dataset: str, model: str, seed: int, method: str, scenario: str, label: str,
+          dense_run_id: str | None = None, **extra: Any) -> RunSpec:  # fmt: skip
+    run = {k: copy.deepcopy(v) for k, v in params.to_dict().items() if k not in _GRID_KEYS}
+    run.update(
+        dataset=dataset,
+        dataset_options=copy.deepcopy(params["dataset_options"].get(dataset, {})),
+        model=model,
+        seed=seed,
+        method=method,
+        scenario=scenario,
+        conv_sparsity=0.0,
+        linear_sparsity=0.0,
+        slimming_lambda=0.0,
+        criterion="",
+        granularity="",
+        budget=0.0,
+    )
+    run.update(extra)
+    return RunSpec(
+        run_id=_run_id(run, label), dataset=dataset, model=model, method=method, scenario=scenario, seed=seed,
+        params=run, dense_run_id=dense_run_id,
+    )  # fmt: skip
+
+
+def _dense(params: StudyParams, dataset: str, model: str, seed: int, slimming_lambda: float = 0.0) -> RunSpec:
+    scenario = f"slimming{slimming_lambda:g}" if slimming_lambda > 0 else "none"
+    return _spec(params, dataset, model, seed, "dense", scenario, "dense", slimming_lambda=slimming_lambda)
+
+
+def plan(params: StudyParams) -> list[RunSpec]:
+    """The companion study's runs in execution order: per dataset x model x seed, the dense run(s) first,
+    then the runs that prune them (one per criterion, or per granularity x budget).
+
+    Raises:
+        ValueError: ``params`` is a primary study (use :func:`helpers.config.expand_grid`).
+    """
+    kind = params["study_kind"]
+    if kind not in ("criteria", "granularity"):
+        raise ValueError(f"study {kind!r} is not a companion study; expected criteria or granularity")
+    specs: list[RunSpec] = []
+    for dataset in params["datasets"]:
+        for model in params["models"]:
+            for seed in params["seeds"]:
+                if kind == "criteria":
+                    dense = {}
+                    for criterion in params["criteria"]:
+                        lam = params["slimming_lambda"] if criterion == "bn_slimming_l1" else 0.0
+                        if lam not in dense:
+                            dense[lam] = _dense(params, dataset, model, seed, lam)
+                            specs.append(dense[lam])
+                    sparsity = params["filter_sparsity"]
+                    for criterion in params["criteria"]:
+                        lam = params["slimming_lambda"] if criterion == "bn_slimming_l1" else 0.0
+                        specs.append(_spec(
+                            params, dataset, model, seed, "criteria", f"conv{sparsity:g}_linear0", criterion,
+                            dense[lam].run_id, criterion=criterion, conv_sparsity=sparsity, slimming_lambda=lam,
+                            filter_sparsity=sparsity,
+                        ))  # fmt: skip
+                else:
+                    dense = _dense(params, dataset, model, seed)
+                    specs.append(dense)
+                    for granularity in params["granularities"]:
+                        for budget in params["budgets"]:
+                            specs.append(_spec(
+                                params, dataset, model, seed, "granularity", f"budget{budget:g}", granularity,
+                                dense.run_id, granularity=granularity, budget=budget,
+                            ))  # fmt: skip
+    return specs
+
+
+def preflight(params: StudyParams) -> None:
+    """Check, before anything is written, that the device exists and every dataset loads.
+
+    Raises:
+        ParamsError: naming the device or dataset and the fix.
+    """
+    device = params["device"]
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ParamsError(f"device {device!r} is not available on this machine; use --set device=cpu")
+    seen = set()
+    for spec in plan(params):
+        if (spec.dataset, spec.model) in seen:
+            continue
+        seen.add((spec.dataset, spec.model))
+        try:
+            prepare_data(spec)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ParamsError(f"dataset {spec.dataset!r} cannot be loaded: {' '.join(str(exc).split())}") from None
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+
+def run_study(
+    params: StudyParams | Mapping[str, Any] | str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run every unfinished run of a companion study and rebuild its tables (idempotent).
+
+    Finished runs are skipped, an interrupted dense run resumes from its last epoch, failed runs are
+    recorded (``error.json``, status ``failed``) and retried by the next call.
+
+    Args:
+        params: validated parameters, or a mapping / YAML path for :func:`helpers.config.load_params`,
+            with ``study_kind: criteria`` or ``study_kind: granularity``.
+        out: output root overriding ``params["out"]``.
+        progress: show progress bars (only on a terminal).
+
+    Returns:
+        The study folder ``<out>/<name>``.
+
+    Raises:
+        ParamsError: invalid parameters, an unavailable device or a dataset that cannot be loaded.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(params, StudyParams):
+        params = load_params(params)
+    if params["study_kind"] == "primary":
+        raise ParamsError(
+            "study_kind is 'primary'; run it with helpers.runner.run_study, or set study_kind: criteria or granularity"
+        )
+    study = study_dir(params, out)
+    preflight(params)
+    for sub in SUBDIRS:
+        (study / sub).mkdir(parents=True, exist_ok=True)
+    resolved = params.to_dict()
+    if out is not None:
+        resolved["out"] = str(out)
+    write_json_atomic(study / "params.json", resolved)
+    specs = plan(params)
+    bar = tqdm(specs, desc=f"{params['study_kind']} study {params['name']}", unit="run", disable=None if progress else True)
+    for spec in bar:
+        bar.set_postfix_str(spec.run_id, refresh=False)
+        if is_finished(study, spec.run_id):
+            continue
+        try:
+            run_one(spec, study, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+            log.error("run %s failed: %s", spec.run_id, exc)
+            _record_failure(spec, study, exc)
+    bar.close()
+    collect(study, run_ids=[s.run_id for s in specs])
+    return study
+
+
+def _ids(spec: RunSpec) -> dict[str, Any]:
+    p = spec.params
+    return {
+        "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.model, "method": spec.method,
+        "scenario": spec.scenario, "seed": spec.seed, "study_kind": p["study_kind"], "criterion": p["criterion"],
+        "granularity": p["granularity"],
+    }  # fmt: skip
+
+
+def _record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
+    work = work_dir(study, spec.run_id)
+    work.mkdir(parents=True, exist_ok=True)
+    row = {
+        **_ids(spec), "status": "failed", "device": spec.params["device"],
+        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}", "traceback": traceback.format_exc(),
+    }  # fmt: skip
+    write_json_atomic(work / "error.json", row)
+
+
+def _finish(work: Path, final: Path) -> None:
+    try:
+        os.rename(work, final)
+    except OSError:
+        if (final / "result.json").is_file():  # finished concurrently by another worker
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            raise
+    try:
+        work.parent.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+
+def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str:
+    """Execute one companion run and finish its folder atomically.
+
+    Args:
+        spec: a run of :func:`plan` (method ``dense``, ``criteria`` or ``granularity``).
+        study: the study folder.
+        progress: show the dense run's epoch bar (only on a terminal).
+
+    Returns:
+        ``"skipped"`` (already finished), ``"completed"``, ``"diverged"`` or ``"not_applicable"``.
+    """
+    study = Path(study)
+    if is_finished(study, spec.run_id):
+        return "skipped"
+    p = spec.params
+    work = work_dir(study, spec.run_id)
+    work.mkdir(parents=True, exist_ok=True)
+    for path in work.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    (work / "error.json").unlink(missing_ok=True)
+    torch.set_num_threads(p["threads"])
+    write_json_atomic(work / "params.json", spec.to_dict())
+    write_json_atomic(work / "environment.json", environment(p["threads"]))
+    cpu_data = prepare_data(spec)
+    device = torch.device(p["device"])
+    data = cpu_data.to(device) if device.type != "cpu" else cpu_data
+    if spec.method == "dense":
+        row, inference = _run_dense(spec, work, data, progress)
+    else:
+        dense_dir = run_dir(study, spec.dense_run_id)
+        if not is_finished(study, spec.dense_run_id) or read_json(dense_dir / "result.json")["status"] != "completed":
+            raise RuntimeError(f"dense run {spec.dense_run_id} has not completed; {spec.run_id} needs its trained model")
+        from helpers import pruning
+
+        model = pruning.load_model(dense_dir / "model.pt").to(device)
+        dense_row = read_json(dense_dir / "result.json")
+        run = _run_criterion if spec.method == "criteria" else _run_granularity
+        row, inference = run(spec, work, model, data, dense_row)
+    if inference:
+        write_csv_atomic(work / "inference.csv", summarize_rows(inference, "inference"))
+    torch.set_num_threads(p["threads"])
+    write_json_atomic(work / "result.json", row)
+    _finish(work, run_dir(study, spec.run_id))
+    return row["status"]
+
+
+def slimming_hooks(model: torch.nn.Module, slimming_lambda: float) -> list[Any]:
+    """Add network slimming's sub-gradient ``slimming_lambda * sign(gamma)`` to the gradient of every
+    BatchNorm scale (Liu et al. 2017): training then minimises ``loss + slimming_lambda * sum |gamma|``.
+
+    Returns:
+        The hook handles; call ``handle.remove()`` on each to stop.
+    """
+    handles = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+            weight = module.weight
+            handles.append(weight.register_hook(lambda grad, w=weight: grad + slimming_lambda * torch.sign(w.detach())))
+    return handles
+
+
+def _augmenter(options: Mapping[str, Any]) -> Any:
+    if not options["hflip"] and options["rotation_degrees"] == 0:
+        return None
+    from helpers.transforms import augment_batch
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, generator=generator, hflip=options["hflip"], rotation_degrees=options["rotation_degrees"])
+
+    return augment
+
+
+def _sum_energy(rows: list[Mapping[str, Any]]) -> tuple[float, str]:
+    sources = {r["energy_source"] for r in rows}
+    values = [float(r["energy_j"]) for r in rows]
+    if not rows or len(sources) != 1 or "unavailable" in sources or not all(math.isfinite(v) for v in values):
+        return math.nan, "unavailable"
+    return float(sum(values)), sources.pop()
+
+
+def _test_row(model: torch.nn.Module, data: Data, batch_size: int) -> dict[str, Any]:
+    metrics, probs = evaluate(model, data.test_x, data.test_y, batch_size=batch_size, num_classes=data.num_classes)
+    labels = data.test_y.cpu().numpy()
+    return {
+        "test_accuracy": metrics["accuracy"], "test_precision": metrics["precision"], "test_recall": metrics["recall"],
+        "test_f1": metrics["f1"], "test_auc": macro_auc(labels, probs.numpy().astype(np.float32)),
+        "test_loss": metrics["loss"], "test_samples": metrics["samples"],
+    }  # fmt: skip
+
+
+def _measure(spec: RunSpec, model: torch.nn.Module, data: Data, kind: str, variant: str) -> dict[str, Any]:
+    """The inference row of ``model`` (moved to the CPU): size on disk, latency per image, MACs."""
+    inf = spec.params["inference"]
+    images = data.test_x[: max(1, min(inf["samples"], data.test_x.shape[0]))].cpu()
+    measured = measure_granularity(model, kind, images, samples=inf["samples"], warmup=inf["warmup"],
+                                   threads=inf["threads"])  # fmt: skip
+    return {
+        "run_id": spec.run_id, "variant": variant, "device": "cpu", "threads": measured["threads"], "batch_size": 1,
+        "samples": inf["samples"], "warmup": inf["warmup"], "latency_ms_mean": measured["latency_ms_mean"],
+        "latency_ms_p50": measured["latency_ms_p50"], "latency_ms_p95": measured["latency_ms_p95"],
+        "energy_j": math.nan, "energy_source": "unavailable", "params_total": measured["params_total"],
+        "params_nonzero": measured["params_nonzero"], "model_size_mb": measured["size_mb"], "macs": measured["macs"],
+        "max_abs_logit_diff": math.nan, "size_format": measured["size_format"],
+        "size_mb_dense_file": measured["size_mb_dense_file"], "latency_format": measured["latency_format"],
+        "latency_ms_sparse_linear": measured["latency_ms_sparse_linear"], "macs_nonzero": measured["macs_nonzero"],
+        "params_prunable": measured["params_prunable"], "params_prunable_nonzero": measured["params_prunable_nonzero"],
+    }  # fmt: skip
+
+
+def _run_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from helpers import pruning
+    from helpers.models import build_model
+
+    p = spec.params
+    device = data.train_x.device
+    model_path, trained_path = work / "model.pt", work / "trained.pt"
+    if trained_path.is_file():  # trained before an interruption: pick up its result
+        state = load_checkpoint(trained_path)
+        result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
+                           epochs_completed=int(state["epochs_completed"]))  # fmt: skip
+        model = None if result.diverged else pruning.load_model(model_path).to(device)
+    else:
+        seed_everything(spec.seed)
+        model = build_model(spec.model, data.num_classes, data.train_x.shape[1]).to(device)
+        method = pruning.make_method("dense", None, seed=spec.seed)
+        method.on_init(model)
+        handles = slimming_hooks(model, p["slimming_lambda"]) if p["slimming_lambda"] > 0 else []
+        optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
+        try:
+            result = fit(
+                model, optimizer, method, data, epochs=p["epochs"], batch_size=p["batch_size"],
+                eval_batch_size=p["eval_batch_size"], seed=spec.seed,
+                meter=EnergyMeter(device, estimate=p["energy"]["estimate"]), checkpoint_path=work / "checkpoint.pt",
+                checkpoint_last=False, augment=_augmenter(p["augment"]), progress=progress, description=spec.run_id,
+            )  # fmt: skip
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not result.diverged:
+            pruning.save_model(model, model_path, meta={"run_id": spec.run_id, "model": spec.model,
+                                                        "dataset": spec.dataset, "method": "dense", "seed": spec.seed})  # fmt: skip
+        save_checkpoint(trained_path, {"history": result.history, "diverged": result.diverged,
+                                       "epochs_completed": result.epochs_completed})  # fmt: skip
+        (work / "checkpoint.pt").unlink(missing_ok=True)
+    write_csv_atomic(work / "epochs.csv", summarize_rows([{"run_id": spec.run_id, **r} for r in result.history], "epochs"))
+    train_rows = [r for r in result.history if r["phase"] == "train"]
+    energy, source = _sum_energy(train_rows)
+    peaks = [r["peak_memory_mb"] for r in train_rows if math.isfinite(r["peak_memory_mb"])]
+    row = {
+        **_ids(spec), "status": "diverged" if result.diverged else "completed",
+        "epochs_completed": result.epochs_completed, "conv_sparsity_target": 0.0, "linear_sparsity_target": 0.0,
+        "train_time_s": float(sum(r["time_s"] for r in train_rows)), "train_energy_j": energy,
+        "train_energy_source": source, "peak_memory_mb": max(peaks) if peaks else math.nan,
+        "slimming_lambda": p["slimming_lambda"], "reused_run_id": "", "device": p["device"], "error": "",
+    }  # fmt: skip
+    inference = []
+    if not result.diverged:
+        row.update(_test_row(model, data, p["eval_batch_size"]))
+        row.update(pruning.summarize_sparsity(model))
+        row["accuracy_before"] = row["test_accuracy"]
+        inference.append(_measure(spec, model, data, "dense", "dense"))
+    trained_path.unlink(missing_ok=True)
+    return row, inference
+
+
+def _finetune_rows(spec: RunSpec, history: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"run_id": spec.run_id, "epoch": h["epoch"], "phase": "finetune", "loss": h["loss"], "accuracy": h["accuracy"],
+         "energy_j": math.nan, "energy_source": "unavailable", "lr": h["lr"]}
+        for h in history
+    ]  # fmt: skip
+
+
+def _finetune_epochs(spec: RunSpec, data: Data) -> int:
+    epochs = spec.params["finetune"]["epochs"]
+    return default_finetune_epochs(data.num_classes) if epochs is None else epochs
+
+
+def _run_criterion(spec: RunSpec, work: Path, model: torch.nn.Module, data: Data,
+                   dense_row: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    p, ft = spec.params, spec.params["finetune"]
+    criterion = p["criterion"]
+    result, pruned = run_criteria_experiment(
+        model, data, "bn_slimming" if criterion == "bn_slimming_l1" else criterion, sparsity=p["filter_sparsity"],
+        finetune_epochs=_finetune_epochs(spec, data), lrs=tuple(ft["lrs"]), batch_size=ft["batch_size"],
+        momentum=ft["momentum"], rotation_degrees=ft["rotation_degrees"], hflip=ft["hflip"],
+        calibration_size=p["calibration_size"], eval_batch_size=p["eval_batch_size"], seed=spec.seed,
+        model_name=spec.model, return_model=True,
+    )  # fmt: skip
+    write_csv_atomic(work / "epochs.csv", summarize_rows(_finetune_rows(spec, result["history"]), "epochs"))
+    total, nonzero = count_params(pruned)
+    row = {
+        **_ids(spec), "status": "completed", "epochs_completed": result["finetune_epochs"],
+        "conv_sparsity_target": p["filter_sparsity"], "linear_sparsity_target": 0.0,
+        "conv_filter_sparsity": result["filters_removed"] / result["filters_total"],
+        "params_total": total, "params_nonzero": nonzero,
+        "train_time_s": result["finetune_time_s"], "train_energy_j": math.nan, "train_energy_source": "unavailable",
+        "peak_memory_mb": math.nan, **_test_row(pruned, data, p["eval_batch_size"]),
+        "reused_run_id": spec.dense_run_id, "device": p["device"], "error": "",
+        "slimming_lambda": p["slimming_lambda"], "filter_sparsity": p["filter_sparsity"],
+        "accuracy_before": result["accuracy_before"], "accuracy_pruned": result["accuracy_pruned"],
+        "accuracy_finetuned": result["accuracy_finetuned"], "loss_before": result["loss_before"],
+        "loss_pruned": result["loss_pruned"], "loss_finetuned": result["loss_finetuned"],
+        "filters_total": result["filters_total"], "filters_removed": result["filters_removed"],
+        "params_before": result["params_before"], "params_after": result["params_after"],
+        "macs_before": result["macs_before"], "macs_after": result["macs_after"],
+        "selection_time_s": result["selection_time_s"], "finetune_time_s": result["finetune_time_s"],
+    }  # fmt: skip
+    return row, [_measure(spec, pruned, data, "structured", "compacted")]
+
+
+def _run_granularity(spec: RunSpec, work: Path, model: torch.nn.Module, data: Data,
+                     dense_row: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    p, ft = spec.params, spec.params["finetune"]
+    granularity = p["granularity"]
+    base = {
+        **_ids(spec), "conv_sparsity_target": math.nan, "linear_sparsity_target": math.nan, "budget": p["budget"],
+        "reused_run_id": spec.dense_run_id, "device": p["device"], "accuracy_before": dense_row["test_accuracy"],
+        "train_energy_j": math.nan, "train_energy_source": "unavailable",
+    }  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pruned, info = apply_granularity(model, granularity, p["budget"], data.train_x[:2])
+        except NoRemovableUnitError as exc:
+            return {**base, "status": "not_applicable", "epochs_completed": 0, "error": " ".join(str(exc).split())}, []
+    note = "; ".join(" ".join(str(w.message).split()) for w in caught)
+    pruned_metrics, _ = evaluate(pruned, data.test_x, data.test_y, batch_size=p["eval_batch_size"],
+                                 num_classes=data.num_classes)  # fmt: skip
+    masks = None
+    if info["format"] == "masked-dense":  # keep the removed weights at zero while fine-tuning
+        masks = [(m.weight, m.weight != 0) for _, m in prunable_layers(pruned)]
+
+    def reapply(_model: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for weight, mask in masks:
+                weight.mul_(mask)
+
+    start = time.perf_counter()
+    history = finetune(
+        pruned, data.train_x, data.train_y, epochs=_finetune_epochs(spec, data), lrs=tuple(ft["lrs"]),
+        batch_size=ft["batch_size"], momentum=ft["momentum"], hflip=ft["hflip"],
+        rotation_degrees=ft["rotation_degrees"], seed=spec.seed, after_step=reapply if masks else None,
+    )  # fmt: skip
+    finetune_time = time.perf_counter() - start
+    pruned.eval()
+    write_csv_atomic(work / "epochs.csv", summarize_rows(_finetune_rows(spec, history), "epochs"))
+    total, nonzero = count_params(pruned)
+    test = _test_row(pruned, data, p["eval_batch_size"])
+    row = {
+        **base, "status": "completed", "epochs_completed": len(history), "params_total": total,
+        "params_nonzero": nonzero, "train_time_s": finetune_time, "peak_memory_mb": math.nan, **test,
+        "error": "", "note": note, "accuracy_pruned": pruned_metrics["accuracy"], "loss_pruned": pruned_metrics["loss"],
+        "accuracy_finetuned": test["test_accuracy"], "loss_finetuned": test["test_loss"],
+        "finetune_time_s": finetune_time, "unit": info["unit"], "budget_achieved": info["achieved_measured"],
+        "budget_reached": bool(info["budget_reached"]), "budget_tolerance": info["tolerance"],
+        "max_removable_fraction": info["max_removable_fraction"], "units_total": info["units_total"],
+        "units_removed": info["units_removed"], "params_prunable_total": info["params_prunable_total"],
+        "params_prunable_removed": info["params_prunable_removed"],
+        "removed_layers": ";".join(info["removed_layers"] or []),
+    }  # fmt: skip
+    variant = "compacted" if info["format"] == "compacted" else "masked"
+    return row, [_measure(spec, pruned, data, granularity, variant)]

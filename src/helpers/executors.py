@@ -1,0 +1,511 @@
+"""Executors: where a study's runs execute, in this process or spread over a Dask cluster.
+
+The grid's runs are independent (see DESIGN.md), so they spread over whatever is available on an
+existing engine: Dask (``distributed``; Rocklin, *Dask: parallel computation with blocked algorithms
+and task scheduling*, SciPy 2015) and ``dask-jobqueue`` for batch schedulers (SLURM, PBS, SGE, LSF,
+OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
+
+- ``local`` (default): the runs in order, in this process, one after the other.
+- ``{kind: dask, n_workers: 2, threads_per_worker: 1}``: a ``LocalCluster`` of worker processes on
+  this machine (scheduler, workers and dashboard bound to 127.0.0.1).
+- ``{kind: dask, scheduler: "tcp://host:8786"}``: the workers of a running Dask scheduler.
+- ``{kind: dask, jobqueue: {system: slurm, cores: 8, memory: 32GB, ...}, max_jobs: 10}``: batch jobs,
+  each one Dask worker, started and stopped as needed (adaptive scaling up to ``max_jobs``); the
+  ``jobqueue`` settings go through to the dask-jobqueue cluster class (``SLURMCluster``, ...).
+
+One Dask task per run: the task calls :func:`helpers.runner.run_one`, which works in the run's own
+``runs/.work/<run_id>/`` folder and renames it into ``runs/<run_id>/`` atomically when finished. A
+worker that dies loses at most the run it was working on; Dask reschedules that task (up to
+``retries`` times, for a raised error and for a lost worker alike) and the new attempt resumes from
+the run's last epoch checkpoint. The parent process only submits, waits and finally rebuilds the
+tables from the run folders (:func:`helpers.results.collect`, which any process may call at any time
+to see the runs finished so far). A ``post_training`` run's task takes its dense run's future as an
+argument, so it starts once the dense model is trained; nothing else waits.
+
+Placement. A worker runs one run at a time (worker resource ``run=1``) and the run's torch uses the
+worker's ``threads_per_worker`` threads. With ``gpus_per_worker: g`` a worker holds the resource
+``GPU=g`` instead, each run asks for ``GPU=1``, so a worker runs one run per GPU at once, each on its
+own GPU (``torch.cuda.device`` of a free slot) with ``threads_per_worker // g`` threads.
+
+Worker memory. Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which switches
+off glibc's dynamic mmap threshold: every tensor above 128 KiB is then a fresh ``mmap`` with page
+faults and ``munmap``, and a training step took about 2 x as long in a worker as in this process
+(``benchmarks/README.md``). The executor's nannies load this module as a preload
+(:func:`dask_setup`), which drops that one variable, so workers allocate as a plain process does.
+
+Executor settings change where and how fast runs happen, never their results: they are excluded
+from the run ids (:data:`helpers.config.RESULT_KEYS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import inspect
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers.config import ParamsError, RunSpec
+
+__all__ = [
+    "EXECUTOR_KINDS",
+    "DASK_DEFAULTS",
+    "JOBQUEUE_SYSTEMS",
+    "validate_executor",
+    "make_executor",
+    "LocalExecutor",
+    "DaskExecutor",
+    "run_task",
+    "jobqueue_cluster",
+    "job_script",
+    "threads_per_run",
+    "dask_setup",
+]
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_KINDS: tuple[str, ...] = ("local", "dask")
+
+#: Every key of a ``{kind: dask, ...}`` executor with its default (``None``: chosen at run time).
+DASK_DEFAULTS: dict[str, Any] = {
+    "kind": "dask",
+    "n_workers": None,  # LocalCluster: worker processes; default usable cores // threads_per_worker
+    "threads_per_worker": None,  # CPU threads of a worker (its runs' torch threads); default 1, jobqueue: cores/processes
+    "gpus_per_worker": 0,  # > 0: one run per GPU (worker resource GPU)
+    "memory_limit": "auto",  # LocalCluster: per-worker memory limit (Dask's format), "auto" splits the RAM
+    "retries": 2,  # extra attempts of a run whose task raised or whose worker died
+    "scheduler": None,  # address of a running scheduler, e.g. tcp://host:8786
+    "jobqueue": None,  # dask-jobqueue settings: {system: slurm, cores, memory, walltime, queue, ...}
+    "min_jobs": 0,  # jobqueue: adaptive scaling lower bound
+    "max_jobs": None,  # jobqueue: adaptive scaling upper bound; default one job per pending run
+    "dashboard": True,  # LocalCluster: serve the dashboard on 127.0.0.1 (random port)
+}
+
+#: ``jobqueue.system`` values and their dask-jobqueue cluster classes.
+JOBQUEUE_SYSTEMS: dict[str, str] = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "oar": "OARCluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+}
+
+# Settings the executor itself sets on a jobqueue cluster (a user value is merged, not replaced).
+_MERGED_JOBQUEUE_KEYS = ("worker_extra_args", "scheduler_options")
+
+# Environment variables Dask's nanny sets for its workers that slow torch down (see the module docstring).
+_DROPPED_WORKER_ENV = ("MALLOC_TRIM_THRESHOLD_",)
+
+
+def dask_setup(nanny: Any) -> None:
+    """Nanny preload (``--preload-nanny helpers.executors``): start workers without Dask's malloc tuning.
+
+    Runs in the nanny before it spawns its worker process; a value the user exported stays.
+    """
+    for name in _DROPPED_WORKER_ENV:
+        if name in os.environ:  # exported by the user (or by an earlier nanny of this process): keep
+            continue
+        for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None)):
+            if isinstance(env, dict):
+                env.pop(name, None)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _check_key(key: Any, valid: Sequence[str], what: str) -> None:
+    if key in valid:
+        return
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ParamsError(f"unknown {what} {key!r}; {hint}(valid keys: {', '.join(valid)})")
+
+
+def _int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"executor.{key} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ParamsError(f"executor.{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _jobqueue_keys(system: str) -> tuple[str, ...]:
+    """Keyword arguments the system's dask-jobqueue cluster accepts (cluster, job class and its bases)."""
+    import dask_jobqueue
+
+    cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[system])
+    keys: list[str] = []
+    for func in [cls.__init__, *(base.__init__ for base in cls.job_cls.__mro__ if base is not object)]:
+        for name, par in inspect.signature(func).parameters.items():
+            if par.kind in (par.POSITIONAL_OR_KEYWORD, par.KEYWORD_ONLY) and name not in ("self", "job_cls"):
+                keys.append(name)
+    # The executor owns these: it scales adaptively and runs the cluster synchronously.
+    owned = {"n_workers", "asynchronous", "loop", "scheduler", "config_name", "name"}
+    return tuple(dict.fromkeys(k for k in keys if k not in owned))
+
+
+def _jobqueue(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ParamsError(
+            f"executor.jobqueue must be a mapping such as {{system: slurm, cores: 8, memory: 32GB}}, got {value!r}"
+        )
+    settings = dict(value)
+    system = settings.pop("system", None)
+    if system is None:
+        raise ParamsError(f"executor.jobqueue needs a system: one of {', '.join(JOBQUEUE_SYSTEMS)}")
+    if system not in JOBQUEUE_SYSTEMS:
+        close = difflib.get_close_matches(str(system), JOBQUEUE_SYSTEMS, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParamsError(
+            f"unknown executor.jobqueue.system {system!r}{hint}; expected one of {', '.join(JOBQUEUE_SYSTEMS)}"
+        )
+    accepted = _jobqueue_keys(system)
+    for key in settings:
+        _check_key(key, ("system", *accepted), f"key in executor.jobqueue ({JOBQUEUE_SYSTEMS[system]})")
+    for key in ("cores", "memory"):
+        if settings.get(key) is None:
+            raise ParamsError(
+                f"executor.jobqueue needs {key} (per job), e.g. cores: 8, memory: 32GB; "
+                "dask-jobqueue cannot size the jobs without it"
+            )
+    _int("jobqueue.cores", settings["cores"], 1)
+    if settings.get("processes") is not None:
+        _int("jobqueue.processes", settings["processes"], 1)
+    for key in _MERGED_JOBQUEUE_KEYS[:1] + ("job_extra_directives", "job_script_prologue"):
+        if key in settings and not (
+            isinstance(settings[key], list) and all(isinstance(v, str) for v in settings[key])
+        ):
+            raise ParamsError(f"executor.jobqueue.{key} must be a list of strings, got {settings[key]!r}")
+    return {"system": system, **settings}
+
+
+def validate_executor(value: Any) -> str | dict[str, Any]:
+    """Check the study file's ``executor`` and fill in its defaults.
+
+    Args:
+        value: ``"local"``, ``"dask"`` or a mapping with ``kind`` (``local`` / ``dask``) and, for
+            ``dask``, the keys of :data:`DASK_DEFAULTS`.
+
+    Returns:
+        ``"local"``, or the ``dask`` mapping with every key of :data:`DASK_DEFAULTS`.
+
+    Raises:
+        ParamsError: naming the bad key or value, what is accepted and, for a mistyped key, the
+            closest valid one.
+    """
+    if isinstance(value, str) or value is None:
+        value = {"kind": value}
+    if not isinstance(value, Mapping):
+        raise ParamsError(
+            f"executor must be local, dask or a mapping such as {{kind: dask, n_workers: 2}}, got {value!r}"
+        )
+    kind = value.get("kind")
+    if kind not in EXECUTOR_KINDS:
+        close = difflib.get_close_matches(str(kind), EXECUTOR_KINDS, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParamsError(
+            f"unknown executor {kind!r}{hint}; expected one of {', '.join(EXECUTOR_KINDS)}, "
+            "or a mapping {kind: dask, n_workers: N} / {kind: dask, scheduler: ADDRESS} / "
+            "{kind: dask, jobqueue: {system: slurm, ...}}"
+        )
+    for key in value:
+        _check_key(key, ("kind",) if kind == "local" else tuple(DASK_DEFAULTS), "key in executor")
+    if kind == "local":
+        return "local"
+    cfg = {**DASK_DEFAULTS, **value}
+    for key in ("n_workers", "threads_per_worker", "max_jobs"):
+        if cfg[key] is not None:
+            _int(key, cfg[key], 1)
+    for key in ("gpus_per_worker", "retries", "min_jobs"):
+        _int(key, cfg[key], 0)
+    if not isinstance(cfg["dashboard"], bool):
+        raise ParamsError(f"executor.dashboard must be true or false, got {cfg['dashboard']!r}")
+    if not isinstance(cfg["memory_limit"], (str, int)) or isinstance(cfg["memory_limit"], bool):
+        raise ParamsError(f"executor.memory_limit must be 'auto', bytes or a size like '4GB', got {cfg['memory_limit']!r}")
+    if cfg["scheduler"] is not None and cfg["jobqueue"] is not None:
+        raise ParamsError("executor has both scheduler and jobqueue; give one (a running scheduler, or batch jobs)")
+    if cfg["scheduler"] is not None:
+        if not isinstance(cfg["scheduler"], str) or not cfg["scheduler"]:
+            raise ParamsError(f"executor.scheduler must be an address such as tcp://host:8786, got {cfg['scheduler']!r}")
+    if cfg["jobqueue"] is not None:
+        cfg["jobqueue"] = _jobqueue(cfg["jobqueue"])
+    local = cfg["scheduler"] is None and cfg["jobqueue"] is None
+    if not local and cfg["n_workers"] is not None:
+        fix = "use max_jobs for batch jobs" if cfg["jobqueue"] is not None else "start the workers with the scheduler"
+        raise ParamsError(f"executor.n_workers applies to a LocalCluster only; {fix}")
+    if cfg["jobqueue"] is None and (cfg["max_jobs"] is not None or cfg["min_jobs"]):
+        raise ParamsError("executor.min_jobs / max_jobs apply to jobqueue clusters only; remove them or add jobqueue")
+    if cfg["max_jobs"] is not None and cfg["min_jobs"] > cfg["max_jobs"]:
+        raise ParamsError(f"executor.min_jobs {cfg['min_jobs']} exceeds max_jobs {cfg['max_jobs']}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- executors
+
+
+def _usable_cores() -> int:
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(usable))
+
+
+def threads_per_run(cfg: Mapping[str, Any]) -> int:
+    """torch threads of one run on a Dask worker: the worker's threads shared by its concurrent runs."""
+    threads = cfg["threads_per_worker"]
+    if threads is None:
+        jobqueue = cfg["jobqueue"]
+        threads = max(1, jobqueue["cores"] // (jobqueue.get("processes") or 1)) if jobqueue else 1
+    return max(1, threads // max(1, cfg["gpus_per_worker"]))
+
+
+def make_executor(cfg: str | Mapping[str, Any]) -> LocalExecutor | DaskExecutor:
+    """The executor for a validated ``executor`` value (:func:`validate_executor`)."""
+    cfg = validate_executor(cfg)
+    return LocalExecutor() if cfg == "local" else DaskExecutor(cfg)
+
+
+class LocalExecutor:
+    """The runs in order, in this process (dense runs come before the ``post_training`` runs that reuse them)."""
+
+    remote = False
+
+    def run(self, specs: Sequence[RunSpec], study: Path, *, progress: bool = True, desc: str = "study") -> dict[str, str]:
+        """Execute ``specs``; a run that raises is recorded as failed (``error.json``) and the grid goes on.
+
+        Returns:
+            ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
+        """
+        from tqdm.auto import tqdm
+
+        from helpers import runner
+
+        statuses: dict[str, str] = {}
+        bar = tqdm(specs, desc=desc, unit="run", disable=None if progress else True)
+        for spec in bar:
+            bar.set_postfix_str(spec.run_id, refresh=False)
+            try:
+                statuses[spec.run_id] = runner.run_one(spec, study, progress=progress)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                log.error("run %s failed: %s", spec.run_id, exc)
+                runner.record_failure(spec, study, exc)
+                statuses[spec.run_id] = "failed"
+        bar.close()
+        return statuses
+
+
+_GPU_LOCK = threading.Lock()
+_GPU_BUSY: set[int] = set()
+
+
+@contextlib.contextmanager
+def _gpu_slot(count: int) -> Iterator[int]:
+    """A GPU index of this worker no other of its runs is using (the GPU resource bounds the demand)."""
+    with _GPU_LOCK:
+        free = [i for i in range(count) if i not in _GPU_BUSY]
+        if not free:
+            raise RuntimeError(f"all {count} GPUs of this worker are busy; the GPU resource should prevent this")
+        index = free[0]
+        _GPU_BUSY.add(index)
+    try:
+        yield index
+    finally:
+        with _GPU_LOCK:
+            _GPU_BUSY.discard(index)
+
+
+def run_task(spec: RunSpec, study: str, threads: int, gpus: int, *dependencies: Any) -> str:
+    """The Dask task of one run: :func:`helpers.runner.run_one` with ``threads`` torch threads.
+
+    Args:
+        spec: the run.
+        study: the study folder (on a file system the workers share).
+        threads: torch intra-op threads of the run (not part of the run id).
+        gpus: the worker's GPUs; > 0 runs on a free one of them when ``device`` is ``cuda``.
+        dependencies: results of the tasks this run waits for (the dense run of ``post_training``).
+
+    Returns:
+        The run's status.
+    """
+    from helpers import runner
+
+    spec = dataclasses.replace(spec, params={**spec.params, "threads": threads})
+    if gpus and spec.params["device"] == "cuda":
+        import torch
+
+        with _gpu_slot(gpus) as index, torch.cuda.device(index):
+            return runner.run_one(spec, study)
+    return runner.run_one(spec, study)
+
+
+class DaskExecutor:
+    """One Dask task per run on a LocalCluster, a running scheduler or dask-jobqueue batch jobs."""
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.cfg = dict(cfg)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the runs execute on other machines (the parent need not have their device)."""
+        return self.cfg["scheduler"] is not None or self.cfg["jobqueue"] is not None
+
+    def _resources(self) -> dict[str, int]:
+        gpus = self.cfg["gpus_per_worker"]
+        return {"GPU": gpus} if gpus else {"run": 1}
+
+    def _task_resources(self) -> dict[str, int] | None:
+        if self.cfg["gpus_per_worker"]:
+            return {"GPU": 1}
+        # Workers of an external scheduler were started by someone else: no resource to ask for.
+        return None if self.cfg["scheduler"] is not None else {"run": 1}
+
+    @contextlib.contextmanager
+    def client(self, pending: int) -> Iterator[Any]:
+        """A connected ``distributed.Client`` (and its cluster, closed on exit)."""
+        from distributed import Client, LocalCluster
+
+        cfg = self.cfg
+        if cfg["scheduler"] is not None:
+            with Client(cfg["scheduler"]) as client:
+                yield client
+            return
+        if cfg["jobqueue"] is not None:
+            with jobqueue_cluster(cfg) as cluster:
+                maximum = cfg["max_jobs"] if cfg["max_jobs"] is not None else max(1, pending)
+                cluster.adapt(minimum_jobs=cfg["min_jobs"], maximum_jobs=maximum)
+                with Client(cluster) as client:
+                    yield client
+            return
+        threads = cfg["threads_per_worker"] or 1
+        n_workers = cfg["n_workers"] or max(1, _usable_cores() // threads)
+        with LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=max(threads, cfg["gpus_per_worker"]),
+            processes=True,  # a worker is a process: a crash or a kill takes one run, not the grid
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if cfg["dashboard"] else None,
+            memory_limit=cfg["memory_limit"],
+            resources=self._resources(),
+            preload_nanny=[__name__],
+            scheduler_kwargs={"allowed_failures": cfg["retries"]},
+            silence_logs=logging.ERROR,
+        ) as cluster, Client(cluster) as client:  # fmt: skip
+            yield client
+
+    def run(self, specs: Sequence[RunSpec], study: Path, *, progress: bool = True, desc: str = "study") -> dict[str, str]:
+        """Submit one task per run, wait for all, record the runs that failed after their retries.
+
+        Returns:
+            ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
+        """
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        from helpers import runner
+
+        statuses: dict[str, str] = {}
+        if not specs:
+            return statuses
+        threads, gpus = threads_per_run(self.cfg), self.cfg["gpus_per_worker"]
+        with self.client(len(specs)) as client:
+            link = getattr(client, "dashboard_link", None) if (self.remote or self.cfg["dashboard"]) else None
+            if link and progress:
+                print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+            elif link:
+                log.info("Dask dashboard: %s", link)
+            futures: dict[str, Any] = {}
+            by_key: dict[str, RunSpec] = {}
+            for spec in specs:  # dense runs first: Dask starts tasks in submission order
+                deps = [futures[spec.dense_run_id]] if spec.dense_run_id in futures else []
+                futures[spec.run_id] = client.submit(
+                    run_task, spec, str(study), threads, gpus, *deps, key=spec.run_id, pure=False,
+                    retries=self.cfg["retries"], resources=self._task_resources(),
+                )  # fmt: skip
+                by_key[futures[spec.run_id].key] = spec
+            bar = tqdm(total=len(specs), desc=desc, unit="run", disable=None if progress else True)
+            try:
+                for future in as_completed(list(futures.values())):
+                    spec = by_key[future.key]
+                    bar.set_postfix_str(spec.run_id, refresh=False)
+                    try:
+                        statuses[spec.run_id] = future.result()
+                    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                        if spec.dense_run_id in futures and futures[spec.dense_run_id].status == "error":
+                            exc = RuntimeError(
+                                f"dense run {spec.dense_run_id} failed; post_training needs a trained dense model"
+                            )
+                        log.error("run %s failed: %s", spec.run_id, exc)
+                        runner.record_failure(spec, study, exc)
+                        statuses[spec.run_id] = "failed"
+                    bar.update()
+            finally:
+                bar.close()
+                for future in futures.values():
+                    future.cancel()
+        return statuses
+
+
+# ---------------------------------------------------------------------------------------------- jobqueue
+
+
+@contextlib.contextmanager
+def jobqueue_cluster(cfg: Mapping[str, Any], *, loopback: bool = False) -> Iterator[Any]:
+    """The dask-jobqueue cluster of a validated ``dask`` executor with ``jobqueue`` settings.
+
+    Each job runs ``processes`` (default 1) Dask workers, each with the resource ``run=1`` (or
+    ``GPU=gpus_per_worker``) so a worker runs one run at a time (one per GPU). The scheduler runs in
+    this process, with ``allowed_failures = retries``.
+
+    Args:
+        cfg: the executor mapping (:func:`validate_executor`).
+        loopback: bind the scheduler to 127.0.0.1 without a dashboard (to render job scripts
+            without listening on the network; jobs could not reach it).
+    """
+    import dask_jobqueue
+
+    settings = dict(validate_executor(cfg)["jobqueue"])
+    cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[settings.pop("system")])
+    settings.setdefault("processes", 1)
+    resources = ",".join(f"{k}={v}" for k, v in DaskExecutor(cfg)._resources().items())
+    settings["worker_extra_args"] = [
+        *settings.get("worker_extra_args", []), "--resources", resources, "--preload-nanny", __name__,
+    ]  # fmt: skip
+    options = dict(settings.get("scheduler_options") or {})
+    options.setdefault("allowed_failures", cfg["retries"])
+    if loopback:
+        options.update(host="127.0.0.1", dashboard_address=None)
+        options.pop("interface", None)
+        settings.pop("interface", None)
+        settings.pop("dashboard_address", None)
+    settings["scheduler_options"] = options
+    cluster = cls(**settings)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def job_script(cfg: Mapping[str, Any] | str) -> str:
+    """The batch script one job of a ``jobqueue`` executor would submit (dask-jobqueue's ``job_script()``).
+
+    Args:
+        cfg: the ``executor`` mapping, or a study's parameters (file path or mapping) holding it.
+
+    Raises:
+        ParamsError: the executor is not a ``dask`` one with ``jobqueue`` settings.
+    """
+    if isinstance(cfg, (str, os.PathLike)) or (isinstance(cfg, Mapping) and "name" in cfg):
+        from helpers.config import load_params
+
+        cfg = load_params(cfg)["executor"]
+    cfg = validate_executor(cfg)
+    if cfg == "local" or cfg["jobqueue"] is None:
+        raise ParamsError("job_script needs executor {kind: dask, jobqueue: {system: slurm, ...}}")
+    with jobqueue_cluster(cfg, loopback=True) as cluster:
+        return cluster.job_script()

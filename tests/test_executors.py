@@ -1,0 +1,200 @@
+"""helpers.executors: the same grid on a Dask LocalCluster as locally, a killed worker, SLURM job scripts.
+
+Every cluster here binds to 127.0.0.1, without a dashboard; workers are processes with one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import __main__ as cli
+from helpers import executors, runner
+from helpers.config import ParamsError, expand_grid, load_params
+
+distributed = pytest.importorskip("distributed")
+
+TINY = {
+    "name": "grid", "datasets": ["digits"], "models": ["resnet18"],
+    "methods": ["pre_training", "post_training", "set"], "scenarios": ["uniform"], "epochs": 1,
+    "batch_size": 16, "train_subset": 32, "val_subset": 20, "test_subset": 20, "threads": 1,
+    "inference": {"samples": 2, "warmup": 1},
+}  # fmt: skip
+DASK = {"kind": "dask", "n_workers": 2, "threads_per_worker": 1, "dashboard": False}
+COMPARED = [
+    "run_id", "status", "epochs_completed", "conv_filter_sparsity", "linear_weight_sparsity", "overall_sparsity",
+    "params_nonzero", "test_accuracy", "test_precision", "test_recall", "test_f1", "test_auc", "test_loss",
+]  # fmt: skip
+SLURM = {
+    "kind": "dask", "gpus_per_worker": 1, "max_jobs": 10,
+    "jobqueue": {
+        "system": "slurm", "cores": 8, "memory": "32GB", "walltime": "24:00:00", "queue": "gpu",
+        "job_extra_directives": ["--gres=gpu:1"], "job_script_prologue": ["source .venv/bin/activate"],
+    },
+}  # fmt: skip
+
+
+def _leftovers(study: Path) -> list[str]:
+    """Partial state: work folders, temporary files, finished-looking folders without result.json."""
+    bad = [p for p in study.rglob("*") if p.name == ".work" or p.name.endswith(".tmp")]
+    bad += [p for p in (study / "runs").iterdir() if p.is_dir() and not (p / "result.json").is_file()]
+    return sorted(str(p.relative_to(study)) for p in bad)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_local_is_the_default_and_dask_fills_its_defaults():
+    assert load_params(TINY)["executor"] == "local"
+    assert executors.validate_executor({"kind": "local"}) == "local"
+    cfg = executors.validate_executor("dask")
+    assert cfg == executors.DASK_DEFAULTS
+    assert executors.validate_executor(cfg) == cfg  # idempotent: validated values validate again
+    assert executors.threads_per_run(cfg) == 1
+    assert executors.threads_per_run(executors.validate_executor(SLURM)) == 8
+
+
+@pytest.mark.parametrize(
+    ("executor", "needles"),
+    [
+        ("daks", ["'daks'", "'dask'", "local"]),
+        ({"kind": "dask", "n_worker": 2}, ["'n_worker'", "'n_workers'"]),
+        ({"kind": "dask", "retries": -1}, ["executor.retries", "-1"]),
+        ({"kind": "dask", "n_workers": "two"}, ["executor.n_workers", "'two'"]),
+        ({"kind": "local", "n_workers": 2}, ["'n_workers'", "kind"]),
+        ({"kind": "dask", "scheduler": "tcp://127.0.0.1:8786", "jobqueue": SLURM["jobqueue"]}, ["scheduler", "jobqueue"]),
+        ({"kind": "dask", "scheduler": "tcp://127.0.0.1:8786", "n_workers": 2}, ["n_workers", "LocalCluster"]),
+        ({"kind": "dask", "max_jobs": 3}, ["max_jobs", "jobqueue"]),
+        ({"kind": "dask", "jobqueue": {"system": "slurmm", "cores": 2, "memory": "1GB"}}, ["'slurmm'", "'slurm'"]),
+        ({"kind": "dask", "jobqueue": {"system": "slurm", "cores": 2, "memroy": "1GB"}}, ["'memroy'", "'memory'"]),
+        ({"kind": "dask", "jobqueue": {"system": "pbs", "cores": 2}}, ["memory", "jobqueue"]),
+        ({"kind": "dask", "jobqueue": {"system": "slurm", "cores": 2, "memory": "1GB", "job_extra_directives": "--gres=gpu:1"}},
+         ["job_extra_directives", "list"]),
+    ],
+)  # fmt: skip
+def test_bad_executor_settings_fail_naming_key_and_fix(executor, needles):
+    with pytest.raises(ParamsError) as info:
+        load_params({**TINY, "executor": executor})
+    message = str(info.value)
+    assert all(n in message for n in needles), message
+
+
+def test_executor_settings_do_not_change_run_ids():
+    local = [s.run_id for s in expand_grid(load_params(TINY))]
+    for executor in ("dask", DASK, SLURM, {"kind": "dask", "scheduler": "tcp://127.0.0.1:8786"}):
+        assert [s.run_id for s in expand_grid(load_params({**TINY, "executor": executor}))] == local
+
+
+def test_executor_keys_can_be_overridden_one_by_one():
+    params = load_params(TINY, ["executor.kind=dask", "executor.n_workers=3", "executor.retries=0"])
+    assert params["executor"]["n_workers"] == 3 and params["executor"]["retries"] == 0
+    params = load_params({**TINY, "executor": SLURM}, ["executor.jobqueue.cores=4", "executor.max_jobs=2"])
+    assert params["executor"]["jobqueue"]["cores"] == 4 and params["executor"]["max_jobs"] == 2
+    with pytest.raises(ParamsError, match="'n_workres'"):
+        load_params(TINY, ["executor.kind=dask", "executor.n_workres=2"])
+
+
+def test_gpu_slots_are_exclusive():
+    with executors._gpu_slot(2) as first, executors._gpu_slot(2) as second:
+        assert {first, second} == {0, 1}
+        with pytest.raises(RuntimeError, match="busy"), executors._gpu_slot(2):
+            pass
+    with executors._gpu_slot(2) as again:
+        assert again == 0
+
+
+# ---------------------------------------------------------------------------------------------- jobqueue
+
+
+def test_slurm_job_script_carries_the_directives():
+    script = executors.job_script(SLURM)
+    lines = script.splitlines()
+    directives = [line for line in lines if line.startswith("#SBATCH")]
+    for expected in ("-p gpu", "-n 1", "--cpus-per-task=8", "--mem=30G", "-t 24:00:00", "--gres=gpu:1"):
+        assert f"#SBATCH {expected}" in directives, (expected, directives)
+    assert "source .venv/bin/activate" in lines
+    (worker,) = [line for line in lines if "distributed.cli.dask_worker" in line]
+    assert "--nthreads 8" in worker and "--resources GPU=1" in worker and "--nanny" in worker
+    assert "--preload-nanny helpers.executors" in worker  # workers without Dask's malloc trimming
+    assert "--nworkers" not in worker  # one worker per job (processes: 1)
+    cpu_only = executors.job_script({**SLURM, "gpus_per_worker": 0})
+    assert "--resources run=1" in cpu_only  # one run at a time per worker, with all its cores
+
+
+def test_job_script_from_a_study_file(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "executor": {**SLURM, "jobqueue": {**SLURM["jobqueue"], "system": "pbs"}}}))
+    script = executors.job_script(path)
+    assert "#PBS -q gpu" in script and "#PBS -l walltime=24:00:00" in script
+    with pytest.raises(ParamsError, match="jobqueue"):
+        executors.job_script({**TINY, "executor": DASK})
+
+
+# ---------------------------------------------------------------------------------------------- LocalCluster
+
+
+def test_local_cluster_gives_the_same_runs_as_the_local_executor(tmp_path, capsys):
+    local = runner.run_study(load_params({**TINY, "out": str(tmp_path / "local")}), progress=False)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    # through the command line, as a user would switch executors
+    override = "executor={kind: dask, n_workers: 2, threads_per_worker: 1, dashboard: false}"
+    code = cli.main(["train", str(path), "--out", str(tmp_path / "dask"), "--set", override, "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    expected = pd.read_csv(local / "results" / "runs.csv")[COMPARED].sort_values("run_id", ignore_index=True)
+    got = pd.read_csv(tmp_path / "dask" / "grid" / "results" / "runs.csv")[COMPARED].sort_values("run_id", ignore_index=True)
+    assert len(expected) == len(expand_grid(load_params(TINY))) == 4
+    assert (expected.status == "completed").all()
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    # the tasks ran in worker processes with the executor's threads
+    for run in (tmp_path / "dask" / "grid" / "runs").iterdir():
+        env = yaml.safe_load((run / "environment.json").read_text())
+        assert env["threads"] == 1
+    assert _leftovers(tmp_path / "dask" / "grid") == []
+
+
+def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
+    from distributed import Client, LocalCluster
+
+    params = load_params({
+        **TINY, "methods": ["pre_training", "in_training", "post_training"], "epochs": 3, "train_subset": 96,
+        "out": str(tmp_path / "out"),
+    })  # fmt: skip
+    specs = expand_grid(params)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        scheduler_kwargs={"allowed_failures": 3}, silence_logs=40, preload_nanny=["helpers.executors"],
+    ) as cluster, Client(cluster) as client:  # fmt: skip
+        executor = {"kind": "dask", "scheduler": cluster.scheduler_address, "retries": 2}
+        params = load_params({**params.to_dict(), "executor": executor})
+        outcome: dict[str, object] = {}
+        grid = threading.Thread(target=lambda: outcome.update(study=runner.run_study(params, progress=False)))
+        grid.start()
+        study = tmp_path / "out" / params["name"]
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None:  # a run has started: its checkpoint of epoch 1 exists, epochs 2-3 are under way
+            assert grid.is_alive() and time.monotonic() < deadline, "no run was seen in progress"
+            started = {p.parent.name for p in (study / "runs" / ".work").glob("*/checkpoint.pt")}
+            for worker, keys in client.processing().items():
+                if started & {str(k) for k in keys}:
+                    victim, key = worker, sorted(started & {str(k) for k in keys})[0]
+            time.sleep(0.05)
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        assert not runner.is_finished(study, key)  # killed mid-run
+        grid.join(timeout=240)
+        assert not grid.is_alive() and outcome["study"] == study
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.run_id) == sorted(s.run_id for s in specs)
+    assert (runs.status == "completed").all()
+    assert _leftovers(study) == []
+    epochs = pd.read_csv(study / "runs" / key / "epochs.csv")  # resumed, not duplicated
+    assert sorted(epochs[epochs.phase == "train"].epoch) == [1, 2, 3]
