@@ -82,3 +82,24 @@ def test_train_then_study_calls_the_notebooks(tmp_path, capsys, monkeypatch):
     assert cli.main(["study", str(path), "--out", str(out), "--set", "seeds=[1]", "--quiet"]) == 0
     (params, study_dir), = calls
     assert study_dir == out / "cli" and params["seeds"] == [1] and params["out"] == str(out)
+
+
+def test_a_failing_notebook_makes_study_exit_nonzero_and_loses_no_run(tmp_path, capsys, monkeypatch):
+    import nbformat
+
+    from helpers import study
+
+    bad = tmp_path / "01_bad.ipynb"
+    cells = [nbformat.v4.new_code_cell("epochs = 1", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("raise RuntimeError(f'plot failed after {epochs} epochs')")]  # fmt: skip
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), bad)
+    monkeypatch.setitem(study.STUDY_NOTEBOOKS, "primary", (str(bad),))
+    out = tmp_path / "o"
+    code = cli.main(["study", str(_write(tmp_path, GOOD)), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "01_bad.ipynb" in err and "plot failed after 1 epochs" in err
+    study_dir = out / "cli"
+    assert (study_dir / "notebooks" / "01_bad.ipynb").is_file()  # the executed copy, with the traceback
+    finished = [p for p in (study_dir / "runs").iterdir() if p.name != ".work"]
+    assert len(finished) == 2 and all((p / "result.json").is_file() for p in finished)  # dense + pre_training
