@@ -182,3 +182,10 @@ def test_benchmark_inference_records_the_layout_it_ran(layout):
 def test_benchmark_inference_rejects_an_unknown_layout():
     with pytest.raises(ValueError, match="unknown memory_format 'nhwc'; expected one of auto, contiguous, channels_last"):
         benchmark_inference(_tiny_cnn, torch.randn(2, 3, 8, 8), memory_format="nhwc")
+
+
+def test_a_model_measured_for_layout_can_still_train():
+    model, x = _tiny_cnn().train(), torch.randn(4, 3, 16, 16)
+    measure.choose_memory_format(model, x, trials=1)
+    model(x).sum().backward()  # parameters are not inference tensors
+    assert model[0].weight.grad is not None

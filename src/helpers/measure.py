@@ -331,16 +331,17 @@ def choose_memory_format(model: nn.Module, x: torch.Tensor, *, trials: int = 5) 
     if x.dim() != 4:
         return "contiguous"
     medians = {}
-    with torch.inference_mode():
-        for layout in ("contiguous", "channels_last"):
-            model, xl = _to_layout(model, x, layout)
+    for layout in ("contiguous", "channels_last"):
+        # converted outside inference mode: parameters made inside it could never train again
+        model, xl = _to_layout(model, x, layout)
+        with torch.inference_mode():
             model(xl)
             times = []
             for _ in range(max(1, trials)):
                 start = time.perf_counter()
                 model(xl)
                 times.append(time.perf_counter() - start)
-            medians[layout] = float(np.median(times))
+        medians[layout] = float(np.median(times))
     best = min(medians, key=medians.get)
     _to_layout(model, x, best)
     return best
