@@ -71,7 +71,7 @@ from helpers.granularity import (
 )
 from helpers.measure import EnergyMeter, count_params, macro_auc
 from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
-from helpers.runner import is_finished, prepare_data, run_dir, work_dir
+from helpers.runner import check_device_available, is_finished, prepare_data, run_dir, work_dir
 from helpers.train import (
     Data,
     FitResult,
@@ -198,11 +198,7 @@ def preflight(params: StudyParams) -> None:
     Raises:
         ParamsError: naming the device or dataset and the fix.
     """
-    device = params["device"]
-    if device.startswith("cuda"):
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ParamsError(f"device {device!r} is not available on this machine; use --set device=cpu")
+    check_device_available(params["device"])
     seen = set()
     for spec in plan(params):
         if (spec.dataset, spec.model) in seen:

@@ -51,7 +51,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.config import ParamsError, RunSpec
+from helpers.config import ParamsError, RunSpec, _check_key
 
 __all__ = [
     "EXECUTOR_KINDS",
@@ -119,14 +119,6 @@ def dask_setup(nanny: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-
-
-def _check_key(key: Any, valid: Sequence[str], what: str) -> None:
-    if key in valid:
-        return
-    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ParamsError(f"unknown {what} {key!r}; {hint}(valid keys: {', '.join(valid)})")
 
 
 def _int(key: str, value: Any, minimum: int) -> int:

@@ -53,6 +53,7 @@ __all__ = [
     "run_one",
     "plan",
     "preflight",
+    "check_device_available",
     "is_finished",
     "run_dir",
     "work_dir",
@@ -135,6 +136,17 @@ def prepare_data(spec: RunSpec) -> Data:
     return _prepared(spec.dataset, _split_key(spec.params), min_input_size(spec.model))
 
 
+def check_device_available(device: str) -> None:
+    """Raise :class:`ParamsError` when ``device`` (``cpu``, ``cuda`` or ``cuda:N``) is not on this machine."""
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ParamsError(
+                f"device {device!r} is not available on this machine (CUDA devices: "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}); use --set device=cpu"
+            )
+
+
 def preflight(params: StudyParams, *, check_device: bool = True) -> None:
     """Check what validation cannot see, before anything is written: the device exists and every
     dataset loads (downloading where allowed).
@@ -147,14 +159,8 @@ def preflight(params: StudyParams, *, check_device: bool = True) -> None:
     Raises:
         ParamsError: naming the device or dataset and the fix.
     """
-    device = params["device"]
-    if check_device and device.startswith("cuda"):
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ParamsError(
-                f"device {device!r} is not available on this machine (CUDA devices: "
-                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}); use --set device=cpu"
-            )
+    if check_device:
+        check_device_available(params["device"])
     seen = set()
     for spec in plan(params):
         key = (spec.dataset, _split_key(spec.params))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.measure import EnergyMeter, PeakMemory, classification_metrics
-from helpers.results import FILE_MODE
+from helpers.results import _atomic_write
 
 __all__ = [
     "Data",
@@ -193,17 +192,7 @@ def evaluate(
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then :func:`os.replace` (atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(state), tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(Path(path), lambda fh: torch.save(dict(state), fh), mode="wb")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
