@@ -19,7 +19,8 @@ CONTRACT = {
     "test_precision test_recall test_f1 test_auc test_loss",
     "epochs": "run_id epoch phase loss accuracy precision recall f1 time_s energy_j energy_source peak_memory_mb",
     "inference": "run_id variant device threads batch_size samples latency_ms_mean latency_ms_p50 latency_ms_p95 "
-    "energy_j energy_source params_nonzero model_size_mb macs max_abs_logit_diff",
+    "energy_j energy_source params_nonzero model_size_mb macs max_abs_logit_diff "
+    "linear_formats sparse_linear_layers",
 }
 
 

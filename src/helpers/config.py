@@ -41,6 +41,9 @@ __all__ = [
     "EXECUTORS",
     "STUDIES",
     "OPTIMIZERS",
+    "TRAINING_FORMS",
+    "COMPACTABLE_METHODS",
+    "training_form",
     "load_params",
     "expand_grid",
     "dense_twin",
@@ -56,6 +59,10 @@ EXECUTORS: tuple[str, ...] = ("local", "dask")  # settings: helpers.executors.va
 #: ``study_kind`` values: the primary study (this module's grid) or a companion study (``helpers.companion``).
 STUDIES: tuple[str, ...] = ("primary", "criteria", "granularity")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
+#: ``training_form`` values; see :func:`training_form`.
+TRAINING_FORMS: tuple[str, ...] = ("compacted", "masked")
+#: Methods whose mask is fixed while they train, so that training the compacted network is exact.
+COMPACTABLE_METHODS: tuple[str, ...] = ("pre_training", "post_training")
 
 # Every accepted key with its default; ``None`` marks "no limit / not set". Keys without a default
 # (``name``, ``datasets``, ``models``) are required.
@@ -71,6 +78,10 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",
     "swap_fraction": 0.2,
     "finetune_epochs": 0,
+    # How fixed-mask training runs (pre_training, post_training's fine-tuning): "compacted" trains the
+    # physically smaller network (exactly equivalent, faster), "masked" the full one with zeros (the
+    # paper's way). Resolved per run (helpers.config.training_form); dense, in_training, set: masked.
+    "training_form": "compacted",
     "image_size": None,
     "train_subset": None,
     "val_subset": None,
@@ -331,6 +342,7 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     out["optimizer"] = _choice("optimizer", out["optimizer"], OPTIMIZERS)
     out["swap_fraction"] = _float("swap_fraction", out["swap_fraction"], minimum=0.0, maximum=1.0)
     out["finetune_epochs"] = _int("finetune_epochs", out["finetune_epochs"], minimum=0)
+    out["training_form"] = _choice("training_form", out["training_form"], TRAINING_FORMS)
     out["image_size"] = _optional_int("image_size", out["image_size"], minimum=1)
     smallest = max(models_mod.min_input_size(m) for m in out["models"])
     if out["image_size"] is not None and out["image_size"] < smallest:
@@ -540,8 +552,22 @@ def study_dir(params: StudyParams, out: str | os.PathLike | None = None) -> Path
 # The grid
 
 
+def training_form(requested: str, method: str, conv_sparsity: float) -> str:
+    """The form a run trains in: ``compacted`` where it is requested and exact, else ``masked``.
+
+    Compacted training is exact only while the mask is fixed (``pre_training``; ``post_training``'s
+    fine-tuning) and shrinks the network only when filters go (conv sparsity > 0). ``in_training`` and
+    ``set`` change their masks every epoch: they train masked (benchmarks/README.md measures why).
+    """
+    if requested == "compacted" and method in COMPACTABLE_METHODS and conv_sparsity > 0:
+        return "compacted"
+    return "masked"
+
+
 def _result_params(run: Mapping[str, Any]) -> dict[str, Any]:
     keys = list(RESULT_KEYS)
+    if run["method"] != "dense":
+        keys.append("training_form")
     if run["method"] in ("in_training", "set"):
         keys.append("swap_fraction")
     if run["method"] == "post_training":
@@ -573,6 +599,7 @@ def _make_spec(
         linear_sparsity=float(scenario["linear"]),
         seed=seed,
     )
+    run["training_form"] = training_form(params["training_form"], method, float(scenario["conv"]))
     dense_run_id = None
     if method == "post_training":
         dense_run_id = _make_spec(params, dataset, model, "dense", _DENSE_SCENARIO, seed).run_id
@@ -619,7 +646,7 @@ def dense_twin(spec: RunSpec) -> RunSpec:
     if spec.method != "post_training":
         raise ValueError(f"only post_training runs reuse a dense run; {spec.run_id} is {spec.method}")
     run = {k: copy.deepcopy(v) for k, v in spec.params.items()}
-    run.update(method="dense", scenario="none", conv_sparsity=0.0, linear_sparsity=0.0)
+    run.update(method="dense", scenario="none", conv_sparsity=0.0, linear_sparsity=0.0, training_form="masked")
     twin = RunSpec(
         run_id=_run_id(run), dataset=spec.dataset, model=spec.model, method="dense", scenario="none",
         seed=spec.seed, params=run,

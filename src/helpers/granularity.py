@@ -81,7 +81,7 @@ from helpers.criteria import find_consumers, mask_filters
 from helpers.measure import benchmark_inference
 from helpers.pruning import compact, count_macs, find_structure, units_removed
 from helpers.pruning.masks import group_l1_norm, top_k_mask
-from helpers.pruning.structure import build_dependency_graph, example_input_for
+from helpers.pruning.structure import build_dependency_graph, example_input_for, forward_with_hooks
 from helpers.train import evaluate
 
 __all__ = [
@@ -220,15 +220,7 @@ def removable_layers(model: nn.Module, example_input: torch.Tensor | None = None
         )
     if example_input is None:
         example_input = example_input_for(model)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
+    forward_with_hooks(model, example_input, handles)
     result = []
     for name, kind, modules in candidates:
         if name not in shapes or shapes[name][0] != shapes[name][1]:
@@ -716,15 +708,7 @@ def count_nonzero_macs(model: nn.Module, example_input: torch.Tensor) -> int:
         total += positions * nnz
 
     handles = [m.register_forward_hook(hook) for _, m in prunable_layers(model)]
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
+    forward_with_hooks(model, example_input, handles)
     return int(total)
 
 

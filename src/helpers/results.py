@@ -132,6 +132,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "test_loss": "mean cross-entropy on the test split",
         "test_samples": "images in the test split used",
         "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
+        "training_form": (
+            "compacted (the network without its removed filters was trained: exact for fixed masks, "
+            "pre_training and post_training fine-tuning) or masked (the full network with zeros, the "
+            "paper's way); the study file's training_form, resolved per run (helpers.config.training_form)"
+        ),
         "device": "training device (cpu, cuda, cuda:N)",
         "error": "failed runs: the error message; not_applicable runs: the reason; empty otherwise",
         # Companion studies. There `method` is dense (the trained model that the study prunes), criteria
@@ -196,7 +201,15 @@ COLUMNS: dict[str, dict[str, str]] = {
         "precision": "macro-averaged precision",
         "recall": "macro-averaged recall",
         "f1": "macro-averaged F1",
-        "time_s": "wall seconds of the phase (train excludes validation and checkpointing)",
+        "time_s": (
+            "wall seconds of the phase (train excludes validation and checkpointing; the first train "
+            "epoch of a compacted run includes setup_time_s)"
+        ),
+        "setup_time_s": (
+            "compacted training (runs.training_form): seconds to compact the network before training and "
+            "to write it back into the full-size model after, counted in the first train epoch's time_s; "
+            "empty otherwise"
+        ),
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,
         "peak_memory_mb": _PEAK,
@@ -237,6 +250,16 @@ COLUMNS: dict[str, dict[str, str]] = {
         "max_abs_logit_diff": (
             "compacted: the largest |logit difference| from the masked model over the test images "
             "(float32 round-off); NaN for masked (the reference)"
+        ),
+        "linear_formats": (
+            "compact JSON object, linear layer name -> dense or csr: the format each nn.Linear ran in. masked: "
+            "all dense (as trained); compacted: csr where a torch.sparse CSR matmul measured faster than the "
+            "dense one on this machine at the first inference batch size and threads (layers with >= 50 % "
+            "zero weights; see pruning.choose_linear_formats; the timings are in model_compacted.pt's meta)"
+        ),
+        "sparse_linear_layers": (
+            "number of linear layers that ran as CSR (csr entries of linear_formats); params_* and macs still "
+            "count them at their dense shape"
         ),
         # Companion studies (helpers.granularity.measure_granularity): model_size_mb is the torch.save
         # file of the state in size_format; energy is not measured there (energy_source unavailable).

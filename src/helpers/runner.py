@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -352,16 +353,37 @@ def _train(spec: RunSpec, study: Path, method: Any, data: Data, meter: EnergyMet
         epochs = p["epochs"]
     result = FitResult(history=[], diverged=False, epochs_completed=0)
     if epochs > 0:
-        optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
+        trained, hooks, setup_s = model, method, 0.0
+        if p.get("training_form") == "compacted":
+            # Fixed mask: train the physically smaller network (exact; helpers.pruning.CompactedTraining).
+            start = time.perf_counter()
+            trained, cmap = pruning.compact_with_map(model, data.train_x[:2], masks=method.masks)
+            hooks = pruning.CompactedTraining(method, cmap, model, trained)
+            setup_s = time.perf_counter() - start
+        optimizer = make_optimizer(p["optimizer"], trained, lr=p["lr"], weight_decay=p["weight_decay"])
         result = fit(
-            model, optimizer, method, data, epochs=epochs, batch_size=p["batch_size"],
+            trained, optimizer, hooks, data, epochs=epochs, batch_size=p["batch_size"],
             eval_batch_size=p["eval_batch_size"], seed=spec.seed, meter=meter,
             checkpoint_path=work / "checkpoint.pt", checkpoint_last=False, augment=_augmenter(p["augment"]),
             progress=progress, description=spec.run_id,
         )  # fmt: skip
+        if hooks is not method:
+            start = time.perf_counter()
+            hooks.finish(trained)
+            setup_s += time.perf_counter() - start
+            _add_setup_time(result, setup_s)
         if not result.diverged and spec.method != "post_training":
             method.on_train_end(model)
     return model, result
+
+
+def _add_setup_time(result: FitResult, seconds: float) -> None:
+    """Count compaction and expansion as training: added to the first training epoch's time."""
+    for row in result.history:
+        if row["phase"] == "train":
+            row["time_s"] = float(row["time_s"]) + seconds
+            row["setup_time_s"] = float(seconds)
+            return
 
 
 def _finish(work: Path, final: Path) -> None:
@@ -442,6 +464,7 @@ def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None)
         "train_energy_source": source,
         "peak_memory_mb": max(peaks) if peaks else math.nan,
         "reused_run_id": spec.dense_run_id or "",
+        "training_form": p.get("training_form", "masked"),
         "device": p["device"],
         "error": "",
     }
@@ -480,7 +503,12 @@ def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict
 
 
 def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, model_path: Path) -> list[dict[str, Any]]:
-    """Benchmark the masked model and its compacted twin on the CPU (see measure.benchmark_inference)."""
+    """Benchmark the masked model and its compacted twin on the CPU (see measure.benchmark_inference).
+
+    The compacted twin (what would be deployed) runs each sparse linear layer dense or CSR, whichever
+    measured faster here at the first inference batch size (pruning.choose_linear_formats); the
+    choice is stored in its model file's meta and in the rows' linear_formats.
+    """
     from helpers import pruning
 
     inf = spec.params["inference"]
@@ -488,15 +516,32 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
     images = data.test_x[: max(1, min(inf["samples"], data.test_x.shape[0]))]
     example = data.test_x[:1]
     compacted = pruning.compact(model, data.test_x[:2]).eval()
+    # parameters and MACs of the dense-shaped layers, before any becomes CSR (formats change speed only)
+    counts = {net: (count_params(net), int(pruning.count_macs(net, example))) for net in (model, compacted)}
+    first_batch = inf["batch_sizes"][0]
+    batch = images.repeat(math.ceil(first_batch / images.shape[0]), 1, 1, 1)[:first_batch]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(inf["threads"])  # choose at the thread count the benchmark runs at
+    try:
+        choice = pruning.choose_linear_formats(compacted, batch)
+    finally:
+        torch.set_num_threads(previous_threads)
     compacted_path = work / "model_compacted.pt"
-    pruning.save_model(compacted, compacted_path, meta={**_meta(spec), "variant": "compacted"})
+    meta = {**_meta(spec), "variant": "compacted", "linear_formats": choice}
+    pruning.save_model(compacted, compacted_path, meta=meta)
+    deployed = pruning.load_model(compacted_path)  # the model benchmark_inference loads and times
     with torch.inference_mode():
         probe = data.test_x[:_MAX_LOGIT_IMAGES]
-        diff = float((compacted(probe) - model(probe)).abs().max())
+        diff = float((deployed(probe) - model(probe)).abs().max())
+    del deployed
+    formats = {
+        "masked": {name: "dense" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)},
+        "compacted": {name: record["format"] for name, record in choice.items()},
+    }
     meter = EnergyMeter("cpu", estimate=spec.params["energy"]["estimate"])
     rows = []
     for variant, net, path in (("masked", model, model_path), ("compacted", compacted, compacted_path)):
-        total, nonzero = count_params(net)
+        (total, nonzero), macs = counts[net]
         static = {
             "run_id": spec.run_id,
             "variant": variant,
@@ -504,8 +549,10 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
             "params_total": total,
             "params_nonzero": nonzero,
             "model_size_mb": file_size_mb(path),
-            "macs": int(pruning.count_macs(net, example)),
+            "macs": macs,
             "max_abs_logit_diff": diff if variant == "compacted" else math.nan,
+            "linear_formats": json.dumps(formats[variant], separators=(",", ":")),
+            "sparse_linear_layers": sum(fmt == "csr" for fmt in formats[variant].values()),
         }
         for batch_size in inf["batch_sizes"]:
             bench = benchmark_inference(

@@ -10,13 +10,14 @@ after every optimizer step (:mod:`.masks`); methods are objects with training-lo
 
 Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which groups), ``masks`` (which
 units, enforcement, ER densities), ``methods`` (when), ``report`` (what was achieved), ``compact``
-(physical removal, MACs), ``io`` (model files).
+(physical removal, MACs), ``io`` (model files), ``sparse`` (CSR linear layers, chosen per layer by
+measurement: :func:`choose_linear_formats`).
 """
 
-from .compact import compact, count_macs
+from .compact import CompactionMap, compact, compact_with_map, count_macs
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
-from .methods import METHODS, REGROW, PruningMethod, UnknownMethodError, make_method
+from .methods import METHODS, REGROW, CompactedTraining, PruningMethod, UnknownMethodError, make_method
 from .report import SUMMARY_KEYS, sparsity_report, summarize_sparsity
 from .scenarios import (
     SCENARIOS,
@@ -26,6 +27,7 @@ from .scenarios import (
     parse_scenario,
     units_removed,
 )
+from .sparse import LINEAR_FORMATS, SparseLinear, choose_linear_formats
 from .structure import NoPrunableLayerError, find_structure
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "REGROW",
     "make_method",
     "PruningMethod",
+    "CompactedTraining",
     "MaskSet",
     "erk_allocation",
     "find_structure",
@@ -44,9 +47,14 @@ __all__ = [
     "summarize_sparsity",
     "SUMMARY_KEYS",
     "compact",
+    "compact_with_map",
+    "CompactionMap",
     "count_macs",
     "save_model",
     "load_model",
+    "SparseLinear",
+    "choose_linear_formats",
+    "LINEAR_FORMATS",
     "UnknownMethodError",
     "UnknownScenarioError",
     "InvalidSparsityError",

@@ -9,10 +9,12 @@ Within a residual group a channel is removed only if it is zero in every member.
 channels carried exact zeros, the compacted model's logits equal the masked model's up to
 floating-point summation order.
 
-Unstructured linear sparsity stays as explicit zeros in dense tensors: on this project's 2-core CPU,
-a ``torch.sparse`` CSR matmul with VGG16's compacted first linear layer at 80 % sparsity was 3-5x
-slower than the dense matmul at batch 1 and at best 1.0-1.3x faster at batch 64
-(``benchmarks/README.md``), so a sparse format would not make the study's batch-1 inference faster.
+:func:`compact` keeps unstructured linear sparsity as explicit zeros in dense tensors. Whether a
+layer runs faster in ``torch.sparse`` CSR depends on its shape, sparsity, batch size and the machine
+(with int64 indices CSR was 2x slower at batch 1 here; with int32 indices and ``torch.mv`` it can be
+faster), so that is decided per layer afterwards, by measurement on the running machine:
+:func:`helpers.pruning.choose_linear_formats` (the runner applies it to the compacted model before
+saving and benchmarking it, and records the choice in ``inference.csv``).
 
 With the ``linear_only`` scenario no filter is removed, so the compacted model has the masked model's
 parameters and MACs; only structured (conv) sparsity shrinks a model physically here.
@@ -21,15 +23,17 @@ parameters and MACs; only structured (conv) sparsity shrinks a model physically 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from .report import removed_filters
-from .structure import build_dependency_graph, example_input_for, find_structure
+from .structure import build_dependency_graph, example_input_for, find_structure, forward_with_hooks
 
-__all__ = ["compact", "count_macs"]
+__all__ = ["compact", "compact_with_map", "CompactionMap", "count_macs"]
 
 
 @torch.no_grad()
@@ -39,10 +43,35 @@ def _removable_channels(model: nn.Module, group) -> list[int]:
         norm = model.get_submodule(norm_name) if norm_name is not None else None
         member = removed_filters(model.get_submodule(conv_name), norm)
         dead = member if dead is None else dead & member
-    idxs = torch.nonzero(dead).reshape(-1).tolist()
-    if len(idxs) == group.channels:  # a layer cannot have zero channels; keep one (it outputs zero)
-        idxs = idxs[1:]
+    return _keep_one(torch.nonzero(dead).reshape(-1).tolist(), group.channels)
+
+
+def _keep_one(idxs: list[int], channels: int) -> list[int]:
+    if len(idxs) == channels:  # a layer cannot have zero channels; keep one (it outputs zero)
+        return idxs[1:]
     return idxs
+
+
+def _plan(model: nn.Module, example_input: torch.Tensor, masks=None) -> list[tuple[Any, list[int]]]:
+    """Which channels of each conv group go: the zero filters, or the channels ``masks`` removes."""
+    structure = find_structure(model, example_input)
+    if masks is None:
+        return [(group, _removable_channels(model, group)) for group in structure.conv_groups]
+    plan = []
+    for group in structure.conv_groups:
+        removed = torch.nonzero(masks.channel[group.name].detach().cpu() == 0).reshape(-1).tolist()
+        plan.append((group, _keep_one(removed, group.channels)))
+    return plan
+
+
+def _prune(model: nn.Module, plan: list[tuple[Any, list[int]]], example_input: torch.Tensor) -> None:
+    if not any(idxs for _, idxs in plan):
+        return
+    graph = build_dependency_graph(model, example_input)
+    for group, idxs in plan:
+        if idxs:
+            root = model.get_submodule(group.convs[0])
+            graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=idxs).prune()
 
 
 def compact(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
@@ -58,16 +87,121 @@ def compact(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.M
     small = copy.deepcopy(model)
     if example_input is None:
         example_input = example_input_for(small)
-    structure = find_structure(small, example_input)
-    plan = [(group, _removable_channels(small, group)) for group in structure.conv_groups]
-    if not any(idxs for _, idxs in plan):
-        return small
-    graph = build_dependency_graph(small, example_input)
-    for group, idxs in plan:
-        if idxs:
-            root = small.get_submodule(group.convs[0])
-            graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=idxs).prune()
+    _prune(small, _plan(small, example_input), example_input)
     return small
+
+
+@dataclass
+class CompactionMap:
+    """Where the entries of a compacted model's tensors sit in its full-size twin.
+
+    ``kept[name]`` holds, for every state-dict tensor (parameter or buffer) that compaction shrank,
+    the kept indices along dims 0 and 1 of the full tensor (``None``: that dim was not shrunk).
+    Tensors absent from ``kept`` have the same shape in both models. Only dims 0 and 1 can shrink
+    (conv / linear output and input channels, BatchNorm channels).
+    """
+
+    kept: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]
+
+    def shrink(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (shaped like the full model's ``name``, or broadcastable to it) cut to the compacted shape.
+
+        Dims of size 1 are left alone, so a ``[C, 1, 1, 1]`` mask view shrinks to ``[C', 1, 1, 1]``.
+        """
+        index = self.kept.get(name)
+        if index is None:
+            return tensor
+        for dim, idx in enumerate(index):
+            if idx is not None and tensor.dim() > dim and tensor.shape[dim] > 1:
+                tensor = tensor.index_select(dim, idx.to(tensor.device))
+        return tensor
+
+    @torch.no_grad()
+    def expand_into(self, full: nn.Module, small: nn.Module) -> None:
+        """Write ``small``'s parameters and buffers into their places in ``full`` (in place).
+
+        Entries of ``full`` that compaction removed keep their values: they belong to removed filters
+        (zero under the masks) or to the input channels that read them (multiplied by zero).
+        """
+        targets = full.state_dict(keep_vars=True)
+        for name, value in small.state_dict(keep_vars=True).items():
+            target = targets[name]
+            index = self.kept.get(name)
+            if index is None:
+                target.copy_(value)
+                continue
+            rows, cols = index
+            rows = torch.arange(target.shape[0], device=target.device) if rows is None else rows.to(target.device)
+            if target.dim() == 1:
+                target[rows] = value.to(target)
+            else:
+                cols = torch.arange(target.shape[1], device=target.device) if cols is None else cols.to(target.device)
+                target[rows[:, None], cols[None, :]] = value.to(target)
+
+
+@torch.no_grad()
+def compact_with_map(
+    model: nn.Module, example_input: torch.Tensor | None = None, *, masks=None
+) -> tuple[nn.Module, CompactionMap]:
+    """:func:`compact`, plus the map from the compacted tensors back to ``model``'s.
+
+    The map is read off a float64 probe: a copy of ``model`` whose every tensor holds its own entries'
+    (row, column) positions, compacted with the same plan. Torch-pruning's index bookkeeping (residual
+    groups, VGG's flatten into the first linear layer) thereby defines the map, not a re-derivation.
+
+    Args:
+        model: a masked model; it is not modified. Global RNG state is left as it was.
+        example_input: an input batch for tracing (default 2 x C x 32 x 32 random, drawn from a
+            private generator).
+        masks: remove exactly the channels these masks remove (:class:`~helpers.pruning.masks.MaskSet`)
+            instead of the filters that are zero now.
+
+    Returns:
+        ``(small, map)``: the compacted copy (same training mode, device and dtype) and its
+        :class:`CompactionMap`.
+    """
+    rng = torch.get_rng_state()
+    try:
+        if example_input is None:
+            param = next(model.parameters())
+            first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+            channels = first.in_channels if first is not None else 3
+            gen = torch.Generator().manual_seed(0)
+            example_input = torch.randn(2, channels, 32, 32, generator=gen).to(param)
+        plan = _plan(model, example_input, masks)
+        small = copy.deepcopy(model)
+        _prune(small, plan, example_input)
+        probe = copy.deepcopy(model).cpu().double()
+        shapes = {}
+        for name, tensor in probe.state_dict(keep_vars=True).items():
+            if not tensor.is_floating_point() or tensor.dim() == 0:
+                continue
+            shapes[name] = tuple(tensor.shape)
+            rows = torch.arange(tensor.shape[0], dtype=torch.float64)
+            if tensor.dim() == 1:
+                tensor.data.copy_(rows)
+            else:
+                cols = torch.arange(tensor.shape[1], dtype=torch.float64)
+                code = rows[:, None] * tensor.shape[1] + cols[None, :]
+                tensor.data.copy_(code.reshape(*code.shape, *([1] * (tensor.dim() - 2))).expand_as(tensor))
+        _prune(probe, plan, example_input.detach().cpu().double())
+        kept: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        for name, tensor in probe.state_dict().items():
+            full_shape = shapes.get(name)
+            if full_shape is None or tuple(tensor.shape) == full_shape:
+                continue
+            if tensor.dim() == 1:
+                kept[name] = (tensor.round().long(), None)
+                continue
+            code = tensor.reshape(tensor.shape[0], tensor.shape[1], -1)[:, :, 0].round().long()
+            rows, cols = code[:, 0] // full_shape[1], code[0, :] % full_shape[1]
+            kept[name] = (
+                rows if tensor.shape[0] != full_shape[0] else None,
+                cols if tensor.shape[1] != full_shape[1] else None,
+            )
+        return small, CompactionMap(kept)
+    finally:
+        torch.set_rng_state(rng)
 
 
 @torch.no_grad()
@@ -95,13 +229,5 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
+    forward_with_hooks(model, example_input, handles)
     return int(total)

@@ -10,6 +10,12 @@ A model file is one ``torch.save``d dict of tensors and builtins only, so it loa
 reshapes every conv, BatchNorm and linear layer to the shapes in the state dict, so a compacted model
 (fewer channels) loads as well as a masked one. Files are written atomically (temporary file, then
 rename), so a killed run never leaves a half-written model.
+
+A model with :class:`~helpers.pruning.sparse.SparseLinear` layers (linear weights in CSR, see
+:func:`helpers.pruning.choose_linear_formats`) is written as format ``helpers.pruning.model/2``: the
+same dict plus ``"sparse_linear": {name: {"in_features": .., "out_features": ..}}``, whose layers
+:func:`load_model` rebuilds as ``SparseLinear`` before loading the state dict. Models without them
+are still written as ``/1``, and both formats load.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ import torch
 from torch import nn
 
 from ..models import MODELS, build_model
+from .sparse import SparseLinear
 
-__all__ = ["save_model", "load_model", "infer_arch", "FORMAT"]
+__all__ = ["save_model", "load_model", "infer_arch", "FORMAT", "FORMAT_SPARSE"]
 
 FORMAT = "helpers.pruning.model/1"
+#: The format of files holding SparseLinear layers (``FORMAT`` plus ``sparse_linear``).
+FORMAT_SPARSE = "helpers.pruning.model/2"
 _ALLOWED = (str, int, float, bool, type(None))
 
 
@@ -78,15 +87,22 @@ def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | 
     if arch not in MODELS:
         raise ValueError(f"meta['model'] is {arch!r}; expected one of {', '.join(MODELS)}")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear))]
+    sparse = {
+        name: {"in_features": m.in_features, "out_features": m.out_features}
+        for name, m in model.named_modules()
+        if isinstance(m, SparseLinear)
+    }
     payload = {
-        "format": FORMAT,
+        "format": FORMAT_SPARSE if sparse else FORMAT,
         "arch": arch,
         "num_classes": linears[-1].out_features,
         "in_channels": convs[0].in_channels,
         "state_dict": state,
         "meta": meta,
     }
+    if sparse:
+        payload["sparse_linear"] = sparse
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -113,10 +129,17 @@ def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tu
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found; write it with helpers.pruning.save_model")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a model file of format {FORMAT}; write it with helpers.pruning.save_model")
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_SPARSE):
+        raise ValueError(
+            f"{path} is not a model file of format {FORMAT} or {FORMAT_SPARSE}; write it with helpers.pruning.save_model"
+        )
     state = payload["state_dict"]
     model = build_model(payload["arch"], payload["num_classes"], payload["in_channels"])
+    for name, shape in payload.get("sparse_linear", {}).items():
+        new = SparseLinear(shape["in_features"], shape["out_features"], state[f"{name}.values"].numel(),
+                           bias=f"{name}.bias" in state, dtype=state[f"{name}.values"].dtype)  # fmt: skip
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     _reshape_to(model, state)
     model.load_state_dict(state, strict=True)
     model.eval()

@@ -59,6 +59,7 @@ __all__ = [
     "PostTrainingMethod",
     "SetMethod",
     "UnknownMethodError",
+    "CompactedTraining",
 ]
 
 METHODS: tuple[str, ...] = ("dense", "pre_training", "in_training", "post_training", "set")
@@ -229,6 +230,77 @@ class SetMethod(InTrainingMethod):
         structure = find_structure(model)
         keep = erk_keep_counts(model, self.scenario, structure)
         self._set_masks(model, random_masks(model, structure, self.scenario, self.generator, keep=keep))
+
+
+class CompactedTraining:
+    """A fixed-mask method's hooks, translated to the method's physically compacted network.
+
+    With the mask fixed (``pre_training``, ``post_training`` fine-tuning), training the compacted
+    network is exactly training the masked one: a removed filter outputs zero, so every weight that
+    reads it gets a zero gradient and stays where it was; the compacted network simply lacks those
+    weights (equal up to floating-point summation order; ``tests/test_compacted_training.py``). What
+    remains to enforce on the small network are the unstructured linear masks (and the zero channel a
+    fully-pruned group keeps), cut to the small shapes by the :class:`~helpers.pruning.compact.CompactionMap`.
+
+    The training loop calls this object as it would call ``method``; checkpoints hold ``method``'s own
+    state (the full-size masks). After training, :meth:`finish` writes the small network's weights
+    back into the full-size model, which then is the masked model as trained.
+
+    Args:
+        method: the pruning method, its masks set on ``full`` (``on_init`` / ``on_train_end`` done).
+        cmap: the map returned with ``small`` by :func:`~helpers.pruning.compact.compact_with_map`.
+        full: the masked full-size model.
+        small: its compacted twin, the network to train.
+    """
+
+    def __init__(self, method: PruningMethod, cmap: Any, full: nn.Module, small: nn.Module) -> None:
+        if method._pending_masks is not None:
+            method._restore_masks(full)
+        if method.masks is None:
+            raise ValueError(f"{method.name}: compacted training needs the method's masks; call on_init first")
+        self.method, self.cmap, self.full = method, cmap, full
+        self.name = method.name
+        masks = method.masks
+        masks.bind(full)
+        names = {id(t): n for n, t in full.state_dict(keep_vars=True).items()}
+        targets = small.state_dict(keep_vars=True)
+        self._params: list[torch.Tensor] = []
+        self._factors: list[torch.Tensor] = []
+        for param, factor in zip(masks._params, masks._factors):
+            name = names[id(param)]
+            cut = cmap.shrink(name, factor)
+            if bool((cut == 1).all()):  # nothing left to enforce: compaction removed this mask's zeros
+                continue
+            self._params.append(targets[name])
+            self._factors.append(cut.to(targets[name]))
+
+    def __repr__(self) -> str:
+        return f"CompactedTraining({self.method!r}, masked tensors={len(self._params)})"
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if self._params:
+            torch._foreach_mul_(self._params, self._factors)
+
+    def apply(self, model: nn.Module) -> None:
+        self.after_step(model, None)
+
+    def on_epoch_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
+                     num_epochs: int) -> dict[str, Any]:  # fmt: skip
+        self.apply(model)  # fixed masks: no evolution
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state)  # fixed masks: the same as those this object was built from
+
+    def finish(self, small: nn.Module) -> nn.Module:
+        """Write ``small``'s weights into the full-size model, re-apply the masks; returns that model."""
+        self.cmap.expand_into(self.full, small)
+        self.method.apply(self.full)
+        return self.full
 
 
 _CLASSES = {

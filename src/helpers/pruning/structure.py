@@ -29,7 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-__all__ = ["ConvGroup", "Structure", "find_structure", "NoPrunableLayerError", "example_input_for"]
+__all__ = ["ConvGroup", "Structure", "find_structure", "NoPrunableLayerError", "example_input_for", "forward_with_hooks"]
 
 
 class NoPrunableLayerError(ValueError):
@@ -84,6 +84,21 @@ def example_input_for(model: nn.Module, batch_size: int = 2, size: int = 32) -> 
         linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
         return torch.randn(batch_size, linear.in_features, device=param.device, dtype=param.dtype)
     return torch.randn(batch_size, first.in_channels, size, size, device=param.device, dtype=param.dtype)
+
+
+@torch.no_grad()
+def forward_with_hooks(model: nn.Module, example_input: torch.Tensor, handles: list) -> None:
+    """One eval-mode forward of ``example_input`` (for the hooks in ``handles``), which are removed after;
+    every module's training flag is restored, whatever the forward raises."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
 
 
 def find_structure(model: nn.Module, example_input: torch.Tensor | None = None) -> Structure:
