@@ -81,7 +81,8 @@ def test_shrunk_masks_keep_the_linear_sparsity_on_the_small_model():
 def _study(out, form: str, **changes):
     params = {
         "name": f"ct-{form}", "datasets": ["digits"], "models": ["resnet18"],
-        "methods": ["pre_training", "post_training"], "scenarios": ["mixed"], "finetune_epochs": 1,
+        "methods": ["pre_training", "post_training", "in_training", "set"], "scenarios": ["mixed"],
+        "finetune_epochs": 1,
         "epochs": 2, "batch_size": 16, "train_subset": 48, "val_subset": 20, "test_subset": 40, "threads": 1,
         "inference": {"samples": 1, "warmup": 0, "batch_sizes": [1]}, "training_form": form, "keep_models": False,
         "out": str(out),
@@ -103,8 +104,8 @@ def both_forms(tmp_path_factory):
 @pytest.mark.slow
 def test_compacted_training_gives_the_masked_test_metrics_for_the_same_seed(both_forms):
     masked, compacted = both_forms["masked"][0], both_forms["compacted"][0]
-    pruned = lambda t: t[t.method != "dense"].set_index(["model", "method"]).sort_index()  # noqa: E731
-    masked, compacted = pruned(masked), pruned(compacted)
+    fixed = lambda t: t[t.method.isin(["pre_training", "post_training"])].set_index(["model", "method"]).sort_index()  # noqa: E731
+    masked, compacted = fixed(masked), fixed(compacted)
     assert set(masked.training_form) == {"masked"}
     assert set(compacted.training_form) == {"compacted"}
     assert len(masked) == 2 and masked.index.equals(compacted.index)
@@ -116,8 +117,86 @@ def test_compacted_training_gives_the_masked_test_metrics_for_the_same_seed(both
 
 
 @pytest.mark.slow
+def test_evolving_methods_train_compacted_with_the_masked_sparsity_and_swaps(both_forms):
+    (m_runs, m_epochs), (c_runs, c_epochs) = both_forms["masked"], both_forms["compacted"]
+    for method in ("in_training", "set"):
+        masked, compacted = m_runs[m_runs.method == method].iloc[0], c_runs[c_runs.method == method].iloc[0]
+        assert (masked.training_form, compacted.training_form) == ("masked", "compacted")
+        assert compacted.status == "completed" and compacted.epochs_completed == 2
+        for col in ("conv_filter_sparsity", "conv_weight_sparsity", "linear_weight_sparsity", "params_nonzero"):
+            assert compacted[col] == pytest.approx(masked[col], abs=1e-9), (method, col)
+        rows = c_epochs[(c_epochs.run_id == compacted.run_id) & (c_epochs.phase == "train")].sort_values("epoch")
+        m_rows = m_epochs[(m_epochs.run_id == masked.run_id) & (m_epochs.phase == "train")].sort_values("epoch")
+        assert rows.filters_swapped.tolist() == m_rows.filters_swapped.tolist()  # same counts swapped
+        assert rows.filters_swapped.iloc[0] > 0
+        assert (rows.setup_time_s > 0).all()  # compaction every epoch, counted in time_s
+        # before the first swap both forms trained the same network from the same mask
+        assert rows.loss.iloc[0] == pytest.approx(m_rows.loss.iloc[0], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_epoch_compaction_without_swaps_equals_masked_training_and_keeps_optimizer_state():
+    from helpers.measure import EnergyMeter
+    from helpers.train import Data, fit, make_optimizer
+
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(48, 3, 32, 32, generator=gen), torch.randint(0, 5, (48,), generator=gen)
+    data = Data(x[:32], y[:32], x[32:], y[32:], x[32:], y[32:], num_classes=5)
+    out = {}
+    for form in ("masked", "compacted"):
+        torch.manual_seed(0)
+        model = build_model("resnet18", num_classes=5)
+        method = pruning.make_method("in_training", "mixed", seed=0, swap_fraction=0.0)
+        method.on_init(model)
+        optimizer = make_optimizer("sgd", model, lr=1e-2)  # momentum: state to carry; see the VGG16 test on Adam
+        compaction = None
+        if form == "compacted":
+            compaction = pruning.EpochCompaction(method, x[:2], lambda net: make_optimizer("sgd", net, lr=1e-2))
+        result = fit(model, optimizer, method, data, epochs=2, batch_size=16, eval_batch_size=64, seed=0,
+                     meter=EnergyMeter("cpu"), progress=False, compaction=compaction)  # fmt: skip
+        out[form] = (model, optimizer, result)
+    (m_model, m_opt, m_res), (c_model, c_opt, c_res) = out["masked"], out["compacted"]
+    for a, b in zip(m_res.history, c_res.history):
+        assert b["accuracy"] == a["accuracy"] and b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
+    fc_m, fc_c = m_opt.state[m_model.fc.weight], c_opt.state[c_model.fc.weight]
+    # the full-size optimizer is the record: the small network's momentum was written back into it
+    torch.testing.assert_close(fc_c["momentum_buffer"], fc_m["momentum_buffer"], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(c_model.fc.weight, m_model.fc.weight, rtol=1e-3, atol=1e-5)
+
+
+def test_a_rebuild_hands_weights_and_optimizer_state_back_unchanged():
+    from helpers.train import make_optimizer
+
+    torch.manual_seed(0)
+    full = build_model("resnet18", num_classes=5)
+    method = pruning.make_method("in_training", "mixed", seed=0)
+    method.on_init(full)
+    x = torch.randn(4, 3, 32, 32)
+    make = lambda net: make_optimizer("adam", net, lr=1e-3)  # noqa: E731
+    optimizer = make(full)
+    compaction = pruning.EpochCompaction(method, x[:2], make)
+    small, small_opt, hooks = compaction.build(full, optimizer)
+    for _ in range(2):
+        small_opt.zero_grad()
+        torch.nn.functional.cross_entropy(small(x), torch.tensor([0, 1, 2, 3])).backward()
+        small_opt.step()
+        hooks.after_step(small)
+    compaction.write_back(full, optimizer, small, small_opt, hooks)
+    again, again_opt, _ = compaction.build(full, optimizer)
+    for (name, a), b in zip(small.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(small.parameters(), again.parameters()):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(small_opt.state[a][key], again_opt.state[b][key]), key
+    # entries of removed filters hold no optimizer state in the full-size record
+    conv, keep = full.conv1.weight, method.masks.channel["conv1"].bool()
+    assert (optimizer.state[conv]["exp_avg"][~keep] == 0).all() and (optimizer.state[conv]["exp_avg"][keep] != 0).any()
+
+
+@pytest.mark.slow
 def test_compacted_runs_record_their_setup_time_in_the_first_epoch(both_forms):
     epochs = both_forms["compacted"][1]
+    epochs = epochs[epochs.run_id.str.contains("-pre_training-|-post_training-|-dense-")]
     train = epochs[epochs.phase == "train"]
     dense = train.run_id.str.contains("-dense-")
     first = train[~dense].groupby("run_id").epoch.transform("min") == train[~dense].epoch
@@ -166,7 +245,8 @@ def test_vgg16_compacted_fit_equals_the_masked_fit():
 def test_training_form_resolves_per_method_and_enters_the_run_id(tmp_path):
     assert training_form("compacted", "pre_training", 0.5) == "compacted"
     assert training_form("compacted", "pre_training", 0.0) == "masked"  # linear_only: nothing to remove
-    assert training_form("compacted", "in_training", 0.5) == "masked"
+    assert training_form("compacted", "in_training", 0.5) == "compacted"  # rebuilt after every swap
+    assert training_form("compacted", "set", 0.0) == "masked"
     assert training_form("compacted", "dense", 0.0) == "masked"
     assert training_form("masked", "pre_training", 0.5) == "masked"
     ids = {form: {s.method: s.run_id for s in expand_grid(_study(tmp_path, form))} for form in ("masked", "compacted")}

@@ -61,8 +61,9 @@ STUDIES: tuple[str, ...] = ("primary", "criteria", "granularity")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 #: ``training_form`` values; see :func:`training_form`.
 TRAINING_FORMS: tuple[str, ...] = ("compacted", "masked")
-#: Methods whose mask is fixed while they train, so that training the compacted network is exact.
-COMPACTABLE_METHODS: tuple[str, ...] = ("pre_training", "post_training")
+#: Methods that can train compacted: fixed masks (pre_training, post_training fine-tuning) exactly,
+#: evolving masks (in_training, set) rebuilt after every swap (helpers.pruning.EpochCompaction).
+COMPACTABLE_METHODS: tuple[str, ...] = ("pre_training", "post_training", "in_training", "set")
 
 # Every accepted key with its default; ``None`` marks "no limit / not set". Keys without a default
 # (``name``, ``datasets``, ``models``) are required.
@@ -78,9 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",
     "swap_fraction": 0.2,
     "finetune_epochs": 0,
-    # How fixed-mask training runs (pre_training, post_training's fine-tuning): "compacted" trains the
-    # physically smaller network (exactly equivalent, faster), "masked" the full one with zeros (the
-    # paper's way). Resolved per run (helpers.config.training_form); dense, in_training, set: masked.
+    # How pruned runs train: "compacted" trains the physically smaller network (for fixed masks exactly
+    # equivalent; in_training / set rebuild it after every swap), "masked" the full one with zeros (the
+    # paper's way). Resolved per run (helpers.config.training_form); dense and linear_only: masked.
     "training_form": "compacted",
     "image_size": None,
     "train_subset": None,
@@ -553,11 +554,12 @@ def study_dir(params: StudyParams, out: str | os.PathLike | None = None) -> Path
 
 
 def training_form(requested: str, method: str, conv_sparsity: float) -> str:
-    """The form a run trains in: ``compacted`` where it is requested and exact, else ``masked``.
+    """The form a run trains in: ``compacted`` where it is requested and shrinks the network, else ``masked``.
 
-    Compacted training is exact only while the mask is fixed (``pre_training``; ``post_training``'s
-    fine-tuning) and shrinks the network only when filters go (conv sparsity > 0). ``in_training`` and
-    ``set`` change their masks every epoch: they train masked (benchmarks/README.md measures why).
+    Only removed filters shrink a network (conv sparsity > 0); ``dense`` has none. Fixed masks
+    (``pre_training``, ``post_training``'s fine-tuning) train their compacted network once built,
+    exactly as the masked one; ``in_training`` and ``set`` rebuild it after every swap
+    (:class:`helpers.pruning.EpochCompaction`, which says how that differs from masked training).
     """
     if requested == "compacted" and method in COMPACTABLE_METHODS and conv_sparsity > 0:
         return "compacted"

@@ -133,9 +133,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "test_samples": "images in the test split used",
         "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
         "training_form": (
-            "compacted (the network without its removed filters was trained: exact for fixed masks, "
-            "pre_training and post_training fine-tuning) or masked (the full network with zeros, the "
-            "paper's way); the study file's training_form, resolved per run (helpers.config.training_form)"
+            "compacted (the network without its removed filters was trained: exactly equivalent for the "
+            "fixed masks of pre_training and post_training fine-tuning; rebuilt after every swap for "
+            "in_training and set, see helpers.pruning.EpochCompaction) or masked (the full network with "
+            "zeros, the paper's way); the study file's training_form, resolved per run"
         ),
         "device": "training device (cpu, cuda, cuda:N)",
         "error": "failed runs: the error message; not_applicable runs: the reason; empty otherwise",
@@ -206,9 +207,10 @@ COLUMNS: dict[str, dict[str, str]] = {
             "epoch of a compacted run includes setup_time_s)"
         ),
         "setup_time_s": (
-            "compacted training (runs.training_form): seconds to compact the network before training and "
-            "to write it back into the full-size model after, counted in the first train epoch's time_s; "
-            "empty otherwise"
+            "compacted training (runs.training_form): seconds of this train phase spent building the "
+            "compacted network and writing it back into the full-size model (included in time_s): once, "
+            "in the first epoch, for pre_training / post_training; every epoch for in_training / set, "
+            "whose network is rebuilt after each swap; empty for masked training"
         ),
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,

@@ -353,19 +353,23 @@ def _train(spec: RunSpec, study: Path, method: Any, data: Data, meter: EnergyMet
         epochs = p["epochs"]
     result = FitResult(history=[], diverged=False, epochs_completed=0)
     if epochs > 0:
-        trained, hooks, setup_s = model, method, 0.0
-        if p.get("training_form") == "compacted":
+        trained, hooks, setup_s, compaction = model, method, 0.0, None
+        make = functools.partial(make_optimizer, p["optimizer"], lr=p["lr"], weight_decay=p["weight_decay"])
+        if p.get("training_form") == "compacted" and spec.method in ("in_training", "set"):
+            # Evolving mask: each epoch trains the network of the current mask, rebuilt after swaps.
+            compaction = pruning.EpochCompaction(method, data.train_x[:2], make)
+        elif p.get("training_form") == "compacted":
             # Fixed mask: train the physically smaller network (exact; helpers.pruning.CompactedTraining).
             start = time.perf_counter()
             trained, cmap = pruning.compact_with_map(model, data.train_x[:2], masks=method.masks)
             hooks = pruning.CompactedTraining(method, cmap, model, trained)
             setup_s = time.perf_counter() - start
-        optimizer = make_optimizer(p["optimizer"], trained, lr=p["lr"], weight_decay=p["weight_decay"])
+        optimizer = make(trained)
         result = fit(
             trained, optimizer, hooks, data, epochs=epochs, batch_size=p["batch_size"],
             eval_batch_size=p["eval_batch_size"], seed=spec.seed, meter=meter,
             checkpoint_path=work / "checkpoint.pt", checkpoint_last=False, augment=_augmenter(p["augment"]),
-            progress=progress, description=spec.run_id,
+            progress=progress, description=spec.run_id, compaction=compaction,
         )  # fmt: skip
         if hooks is not method:
             start = time.perf_counter()

@@ -240,6 +240,7 @@ def fit(
     checkpoint_last: bool = True,
     progress: bool = True,
     description: str = "epochs",
+    compaction: Any = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs with a validation phase after each; resumable.
 
@@ -264,6 +265,10 @@ def fit(
         augment: optional batch augmentation ``f(batch, generator)``.
         progress: show a tqdm bar (only on a terminal).
         description: the bar's label.
+        compaction: optional :class:`helpers.pruning.EpochCompaction`: every epoch trains the compacted
+            network (rebuilt after each swap), while ``model`` and ``optimizer`` stay the full-size
+            record (swaps, validation, checkpoints). The rebuild counts as training time and is
+            reported per epoch as ``setup_time_s``.
     """
     from tqdm.auto import tqdm
 
@@ -286,25 +291,40 @@ def fit(
         diverged = bool(state.get("diverged", False))
     bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
     epoch = start_epoch
+    net, net_optimizer, hooks = model, optimizer, method  # what trains: the model, or its compacted twin
     try:
         while epoch < epochs and not diverged:
             generator = epoch_generator(seed, epoch)
             with PeakMemory(device) as memory, meter.measure() as energy:
                 start = time.perf_counter()
+                setup = 0.0
+                if compaction is not None and net is model:
+                    net, net_optimizer, hooks = compaction.build(model, optimizer)
+                    setup += time.perf_counter() - start
                 train = train_one_epoch(
-                    model, optimizer, method, data.train_x, data.train_y, batch_size=batch_size,
+                    net, net_optimizer, hooks, data.train_x, data.train_y, batch_size=batch_size,
                     num_classes=data.num_classes, generator=generator, augment=augment,
                 )  # fmt: skip
                 diverged = not math.isfinite(train["loss"])
+                if compaction is not None:
+                    mark = time.perf_counter()
+                    compaction.write_back(model, optimizer, net, net_optimizer, hooks)
+                    setup += time.perf_counter() - mark
                 swaps = {} if diverged else dict(method.on_epoch_end(model, optimizer, epoch, epochs))
+                if compaction is not None and (swaps.get("filters_swapped") or swaps.get("weights_swapped")):
+                    mark = time.perf_counter()
+                    net, net_optimizer, hooks = compaction.build(model, optimizer)  # the new mask's network
+                    setup += time.perf_counter() - mark
                 _sync(device)
                 train_time = time.perf_counter() - start
+            if compaction is not None:
+                swaps["setup_time_s"] = setup
             rows = [_row(epoch, "train", train, train_time, energy, memory, swaps)]
             if not diverged:
                 with PeakMemory(device) as memory, meter.measure() as energy:
                     start = time.perf_counter()
                     val, _ = evaluate(
-                        model, data.val_x, data.val_y, batch_size=eval_batch_size, num_classes=data.num_classes
+                        net, data.val_x, data.val_y, batch_size=eval_batch_size, num_classes=data.num_classes
                     )
                     _sync(device)
                     val_time = time.perf_counter() - start

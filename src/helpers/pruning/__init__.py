@@ -17,7 +17,7 @@ measurement: :func:`choose_linear_formats`).
 from .compact import CompactionMap, compact, compact_with_map, count_macs
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
-from .methods import METHODS, REGROW, CompactedTraining, PruningMethod, UnknownMethodError, make_method
+from .methods import METHODS, REGROW, CompactedTraining, EpochCompaction, PruningMethod, UnknownMethodError, make_method
 from .report import SUMMARY_KEYS, sparsity_report, summarize_sparsity
 from .scenarios import (
     SCENARIOS,
@@ -40,6 +40,7 @@ __all__ = [
     "make_method",
     "PruningMethod",
     "CompactedTraining",
+    "EpochCompaction",
     "MaskSet",
     "erk_allocation",
     "find_structure",

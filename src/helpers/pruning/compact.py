@@ -64,16 +64,37 @@ def _plan(model: nn.Module, example_input: torch.Tensor, masks=None) -> list[tup
     return plan
 
 
-def _prune(model: nn.Module, plan: list[tuple[Any, list[int]]], example_input: torch.Tensor) -> None:
+def _prune(model: nn.Module, plan: list[tuple[Any, list[int]]], example_input: torch.Tensor) -> dict[str, dict[int, set[int]]]:
+    """Prune ``model`` in place by ``plan``; returns, per module name, the removed indices per tensor dim.
+
+    The indices are read off torch-pruning's pruning groups before they are applied, so its index
+    bookkeeping (residual groups, VGG's flatten into the first linear layer) defines them. Each dim
+    of a tensor belongs to one channel space, so the groups never remove along the same dim twice and
+    every index refers to the original shape.
+    """
+    removed: dict[str, dict[int, set[int]]] = {}
     if not any(idxs for _, idxs in plan):
-        return
+        return removed
+    names = {module: name for name, module in model.named_modules()}
     graph = build_dependency_graph(model, example_input)
     for group, idxs in plan:
-        if idxs:
-            root = model.get_submodule(group.convs[0])
-            graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=idxs).prune()
-
-
+        if not idxs:
+            continue
+        root = model.get_submodule(group.convs[0])
+        pruning_group = graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=idxs)
+        for dep, dep_idxs in pruning_group:
+            module = dep.target.module
+            if module not in names or not list(module.parameters(recurse=False)):
+                continue  # an operation without tensors (add, flatten, ...)
+            weight = getattr(module, "weight", None)
+            if graph.is_out_channel_pruning_fn(dep.handler) or weight is None or weight.dim() < 2:
+                dim = 0
+            else:
+                dim = 1
+            plain = [int(getattr(i, "idx", i)) for i in dep_idxs]
+            removed.setdefault(names[module], {}).setdefault(dim, set()).update(plain)
+        pruning_group.prune()
+    return removed
 def compact(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
     """A physically smaller copy of ``model`` without its removed filters.
 
@@ -125,18 +146,22 @@ class CompactionMap:
         """
         targets = full.state_dict(keep_vars=True)
         for name, value in small.state_dict(keep_vars=True).items():
-            target = targets[name]
-            index = self.kept.get(name)
-            if index is None:
-                target.copy_(value)
-                continue
-            rows, cols = index
-            rows = torch.arange(target.shape[0], device=target.device) if rows is None else rows.to(target.device)
-            if target.dim() == 1:
-                target[rows] = value.to(target)
-            else:
-                cols = torch.arange(target.shape[1], device=target.device) if cols is None else cols.to(target.device)
-                target[rows[:, None], cols[None, :]] = value.to(target)
+            self.put(name, targets[name], value)
+
+    @torch.no_grad()
+    def put(self, name: str, target: torch.Tensor, value: torch.Tensor) -> None:
+        """Write ``value`` (shaped like the compacted ``name``) into its places in ``target`` (full-shaped)."""
+        index = self.kept.get(name)
+        if index is None:
+            target.copy_(value)
+            return
+        rows, cols = index
+        rows = torch.arange(target.shape[0], device=target.device) if rows is None else rows.to(target.device)
+        if target.dim() == 1:
+            target[rows] = value.to(target)
+        else:
+            cols = torch.arange(target.shape[1], device=target.device) if cols is None else cols.to(target.device)
+            target[rows[:, None], cols[None, :]] = value.to(target)
 
 
 @torch.no_grad()
@@ -145,9 +170,8 @@ def compact_with_map(
 ) -> tuple[nn.Module, CompactionMap]:
     """:func:`compact`, plus the map from the compacted tensors back to ``model``'s.
 
-    The map is read off a float64 probe: a copy of ``model`` whose every tensor holds its own entries'
-    (row, column) positions, compacted with the same plan. Torch-pruning's index bookkeeping (residual
-    groups, VGG's flatten into the first linear layer) thereby defines the map, not a re-derivation.
+    The map is read off the pruning groups torch-pruning applies (see :func:`_prune`), and checked
+    against the shapes it built.
 
     Args:
         model: a masked model; it is not modified. Global RNG state is left as it was.
@@ -168,37 +192,30 @@ def compact_with_map(
             channels = first.in_channels if first is not None else 3
             gen = torch.Generator().manual_seed(0)
             example_input = torch.randn(2, channels, 32, 32, generator=gen).to(param)
-        plan = _plan(model, example_input, masks)
         small = copy.deepcopy(model)
-        _prune(small, plan, example_input)
-        probe = copy.deepcopy(model).cpu().double()
-        shapes = {}
-        for name, tensor in probe.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point() or tensor.dim() == 0:
-                continue
-            shapes[name] = tuple(tensor.shape)
-            rows = torch.arange(tensor.shape[0], dtype=torch.float64)
-            if tensor.dim() == 1:
-                tensor.data.copy_(rows)
-            else:
-                cols = torch.arange(tensor.shape[1], dtype=torch.float64)
-                code = rows[:, None] * tensor.shape[1] + cols[None, :]
-                tensor.data.copy_(code.reshape(*code.shape, *([1] * (tensor.dim() - 2))).expand_as(tensor))
-        _prune(probe, plan, example_input.detach().cpu().double())
+        removed = _prune(small, _plan(small, example_input, masks), example_input)
+        full_modules = dict(model.named_modules())
         kept: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
-        for name, tensor in probe.state_dict().items():
-            full_shape = shapes.get(name)
-            if full_shape is None or tuple(tensor.shape) == full_shape:
-                continue
-            if tensor.dim() == 1:
-                kept[name] = (tensor.round().long(), None)
-                continue
-            code = tensor.reshape(tensor.shape[0], tensor.shape[1], -1)[:, :, 0].round().long()
-            rows, cols = code[:, 0] // full_shape[1], code[0, :] % full_shape[1]
-            kept[name] = (
-                rows if tensor.shape[0] != full_shape[0] else None,
-                cols if tensor.shape[1] != full_shape[1] else None,
-            )
+        for module_name, dims in removed.items():
+            module = full_modules[module_name]
+            tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            for tensor_name, tensor in tensors:
+                if tensor is None or tensor.dim() == 0:
+                    continue
+                index: list[torch.Tensor | None] = [None, None]
+                for dim, gone in dims.items():
+                    if tensor.dim() > dim and gone:
+                        keep = torch.ones(tensor.shape[dim], dtype=torch.bool)
+                        keep[sorted(gone)] = False
+                        index[dim] = torch.nonzero(keep).reshape(-1)
+                if index != [None, None]:
+                    kept[f"{module_name}.{tensor_name}" if module_name else tensor_name] = (index[0], index[1])
+        small_state = small.state_dict()
+        for name, (rows, cols) in kept.items():  # the map must describe what torch-pruning built
+            expected = tuple(len(i) if i is not None else n for i, n in zip((rows, cols), model.state_dict()[name].shape))
+            if tuple(small_state[name].shape[: len(expected)]) != expected:
+                raise RuntimeError(f"compaction map of {name} gives {expected}, torch-pruning built "
+                                   f"{tuple(small_state[name].shape)}; please report this model")  # fmt: skip
         return small, CompactionMap(kept)
     finally:
         torch.set_rng_state(rng)

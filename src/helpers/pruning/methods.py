@@ -60,6 +60,7 @@ __all__ = [
     "SetMethod",
     "UnknownMethodError",
     "CompactedTraining",
+    "EpochCompaction",
 ]
 
 METHODS: tuple[str, ...] = ("dense", "pre_training", "in_training", "post_training", "set")
@@ -301,6 +302,79 @@ class CompactedTraining:
         self.cmap.expand_into(self.full, small)
         self.method.apply(self.full)
         return self.full
+
+
+class EpochCompaction:
+    """Train an evolving-mask method (``in_training``, ``set``) on its compacted network, rebuilt per epoch.
+
+    Their masks change only between epochs, so each epoch trains the network without its currently
+    removed filters: :meth:`build` compacts the full-size model and cuts the full-size optimizer's
+    state to it; after the epoch, :meth:`write_back` puts weights and optimizer state back, the
+    method swaps on the full-size model as usual, and the next :meth:`build` compacts anew. The
+    full-size model and optimizer stay the record (checkpoints, swaps, the final model).
+
+    One difference from masked training, by construction: while a filter is removed, the weights
+    that read its (zero) output are absent from the small network, so they stay exactly where they
+    were. In the masked network they get zero gradients but Adam's decaying momentum still moves them
+    a little. When the filter is regrown, those weights resume from slightly different values. Fixed
+    masks (:class:`CompactedTraining`) have no such difference: their removed filters never return.
+
+    Args:
+        method: the evolving method, its masks set on the full-size model.
+        example_input: an input batch for tracing (two images suffice).
+        make_optimizer: builds the small network's optimizer, as the full-size one was built.
+    """
+
+    def __init__(self, method: PruningMethod, example_input: torch.Tensor, make_optimizer: Any) -> None:
+        self.method, self.example_input, self.make_optimizer = method, example_input, make_optimizer
+
+    def build(self, full: nn.Module, optimizer: torch.optim.Optimizer):
+        """``(small, small_optimizer, hooks)`` for the next epoch, from ``full`` and its optimizer's state."""
+        from .compact import compact_with_map
+
+        if self.method._pending_masks is not None:
+            self.method._restore_masks(full)
+        small, cmap = compact_with_map(full, self.example_input, masks=self.method.masks)
+        hooks = CompactedTraining(self.method, cmap, full, small)
+        small_opt = self.make_optimizer(small)
+        names = dict(full.named_parameters())
+        for name, param in small.named_parameters():
+            state = optimizer.state.get(names[name])
+            if state:
+                small_opt.state[param] = {
+                    key: cmap.shrink(name, value).clone() if _per_entry(value, names[name]) else _copy(value)
+                    for key, value in state.items()
+                }
+        return small, small_opt, hooks
+
+    @torch.no_grad()
+    def write_back(self, full: nn.Module, optimizer: torch.optim.Optimizer, small: nn.Module,
+                   small_opt: torch.optim.Optimizer, hooks: CompactedTraining) -> None:  # fmt: skip
+        """Weights and optimizer state of ``small`` back into ``full`` and ``optimizer`` (in place)."""
+        hooks.cmap.expand_into(full, small)
+        names = dict(full.named_parameters())
+        for name, param in small.named_parameters():
+            state = small_opt.state.get(param)
+            if not state:
+                continue
+            target_param = names[name]
+            target = optimizer.state.setdefault(target_param, {})
+            for key, value in state.items():
+                if _per_entry(value, param):
+                    into = target.get(key)
+                    if into is None or into.shape != target_param.shape:
+                        into = target[key] = torch.zeros_like(target_param)
+                    hooks.cmap.put(name, into, value)
+                else:
+                    target[key] = _copy(value)
+
+
+def _per_entry(value: Any, param: torch.Tensor) -> bool:
+    return torch.is_tensor(value) and value.shape == param.shape and value.dim() > 0
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if torch.is_tensor(value) else value
 
 
 _CLASSES = {
