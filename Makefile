@@ -24,7 +24,7 @@ study: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=15
 
-# Regenerates benchmarks/README.md's training tables (about 15 min on a 2-core CPU; run it on an idle machine).
+# Regenerates benchmarks/README.md's training tables (about 17 min on a 2-core CPU; run it on an idle machine).
 benchmarks: $(STAMP)
 	MAKE_BENCHMARKS=1 $(PY) benchmarks/bench_training.py --update-readme --json benchmarks/bench_training.json
 

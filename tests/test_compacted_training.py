@@ -8,7 +8,6 @@ fine-tuning likewise. The map back to the full-size model must put every weight 
 from __future__ import annotations
 
 import copy
-import math
 
 import pandas as pd
 import pytest

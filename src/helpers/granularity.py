@@ -79,7 +79,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from helpers.criteria import find_consumers, mask_filters
 from helpers.measure import benchmark_inference
-from helpers.pruning import compact, count_macs, find_structure, units_removed
+from helpers.pruning import SparseLinear, compact, count_macs, find_structure, units_removed
 from helpers.pruning.masks import group_l1_norm, top_k_mask
 from helpers.pruning.structure import build_dependency_graph, example_input_for, forward_with_hooks
 from helpers.train import evaluate
@@ -483,11 +483,6 @@ def plan_granularity(
 # --------------------------------------------------------------------------------- masked / compacted
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 @torch.no_grad()
 def mask_granularity(model: nn.Module, plan: GranularityPlan) -> nn.Module:
     """A copy of ``model`` with the plan's units zeroed (or made identity) but every shape kept.
@@ -569,7 +564,7 @@ def compact_granularity(model: nn.Module, plan: GranularityPlan, example_input: 
     small = copy.deepcopy(model)
     for unit in plan.removed.values():
         for name in unit.modules:
-            _set_module(small, name, nn.Identity())
+            small.set_submodule(name, nn.Identity())
     return small
 
 
@@ -670,25 +665,12 @@ def serialized_size_bytes(obj: Any) -> int:
     return buffer.getbuffer().nbytes
 
 
-class _CSRLinear(nn.Module):
-    """A linear layer whose weight is a CSR matrix (``y = W x + b`` with ``torch.mm`` on CSR)."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        self.weight = _csr_int32(linear.weight.detach())
-        self.bias = None if linear.bias is None else linear.bias.detach().clone()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.mm(self.weight, x.reshape(-1, x.shape[-1]).t()).t()
-        return y if self.bias is None else y + self.bias
-
-
 def to_sparse_linear(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (for inference) whose ``nn.Linear`` layers multiply with CSR weights."""
     sparse = copy.deepcopy(model).eval()
     for name, module in list(sparse.named_modules()):
         if isinstance(module, nn.Linear):
-            _set_module(sparse, name, _CSRLinear(module))
+            sparse.set_submodule(name, SparseLinear.from_linear(module))
     return sparse
 
 

@@ -31,7 +31,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .report import removed_filters
-from .structure import build_dependency_graph, example_input_for, find_structure, forward_with_hooks
+from .structure import build_dependency_graph, find_structure, forward_with_hooks
 
 __all__ = ["compact", "compact_with_map", "CompactionMap", "count_macs"]
 
@@ -99,17 +99,13 @@ def compact(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.M
     """A physically smaller copy of ``model`` without its removed filters.
 
     Args:
-        model: a masked (or dense) model; it is not modified.
-        example_input: an input batch for tracing; default 2 x C x 32 x 32 random.
+        model: a masked (or dense) model; it is not modified. Global RNG state is left as it was.
+        example_input: an input batch for tracing; default 2 x C x 32 x 32 random (a private generator).
 
     Returns:
         The compacted copy, in the same training mode as ``model``.
     """
-    small = copy.deepcopy(model)
-    if example_input is None:
-        example_input = example_input_for(small)
-    _prune(small, _plan(small, example_input), example_input)
-    return small
+    return compact_with_map(model, example_input)[0]
 
 
 @dataclass
@@ -192,8 +188,9 @@ def compact_with_map(
             channels = first.in_channels if first is not None else 3
             gen = torch.Generator().manual_seed(0)
             example_input = torch.randn(2, channels, 32, 32, generator=gen).to(param)
+        plan = _plan(model, example_input, masks)  # on the model: its structure is cached across calls
         small = copy.deepcopy(model)
-        removed = _prune(small, _plan(small, example_input, masks), example_input)
+        removed = _prune(small, plan, example_input)
         full_modules = dict(model.named_modules())
         kept: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         for module_name, dims in removed.items():
@@ -210,9 +207,9 @@ def compact_with_map(
                         index[dim] = torch.nonzero(keep).reshape(-1)
                 if index != [None, None]:
                     kept[f"{module_name}.{tensor_name}" if module_name else tensor_name] = (index[0], index[1])
-        small_state = small.state_dict()
+        small_state, full_state = small.state_dict(), model.state_dict()
         for name, (rows, cols) in kept.items():  # the map must describe what torch-pruning built
-            expected = tuple(len(i) if i is not None else n for i, n in zip((rows, cols), model.state_dict()[name].shape))
+            expected = tuple(len(i) if i is not None else n for i, n in zip((rows, cols), full_state[name].shape))
             if tuple(small_state[name].shape[: len(expected)]) != expected:
                 raise RuntimeError(f"compaction map of {name} gives {expected}, torch-pruning built "
                                    f"{tuple(small_state[name].shape)}; please report this model")  # fmt: skip

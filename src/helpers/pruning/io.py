@@ -138,8 +138,7 @@ def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tu
     for name, shape in payload.get("sparse_linear", {}).items():
         new = SparseLinear(shape["in_features"], shape["out_features"], state[f"{name}.values"].numel(),
                            bias=f"{name}.bias" in state, dtype=state[f"{name}.values"].dtype)  # fmt: skip
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        model.set_submodule(name, new)
     _reshape_to(model, state)
     model.load_state_dict(state, strict=True)
     model.eval()

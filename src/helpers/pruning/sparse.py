@@ -117,11 +117,6 @@ class SparseLinear(nn.Module):
                 f"bias={self.bias is not None}, nnz={self.nnz} ({density:.1%} dense)")  # fmt: skip
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 @torch.no_grad()
 def _capture_inputs(model: nn.Module, names: list[str], example_input: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each named layer's input on one forward pass of ``example_input`` (eval mode; modes restored)."""
@@ -219,7 +214,7 @@ def choose_linear_formats(
         for name in candidates:
             records[name].update(format=force, reason=f"forced {force}, not timed")
             if force == "csr":
-                _set_module(model, name, SparseLinear.from_linear(model.get_submodule(name)))
+                model.set_submodule(name, SparseLinear.from_linear(model.get_submodule(name)))
         return records
     inputs = _capture_inputs(model, candidates, example_input)
     share = budget_s / len(candidates)
@@ -237,7 +232,7 @@ def choose_linear_formats(
             f"{'csr' if faster else 'dense'} faster",
         )  # fmt: skip
         if faster:
-            _set_module(model, name, sparse)
+            model.set_submodule(name, sparse)
     return records
 
 
