@@ -19,6 +19,8 @@ from helpers.pruning import (
     Scenario,
     UnknownMethodError,
     UnknownScenarioError,
+    compact,
+    count_macs,
     erk_allocation,
     find_structure,
     make_method,
@@ -142,10 +144,10 @@ def prune(model: nn.Module, method_name: str, scenario: str, **kwargs):
     return method
 
 
-def expected_counts(model: nn.Module, method_name: str, scenario: Scenario) -> tuple[dict, dict]:
+def expected_counts(model: nn.Module, method_name: str, scenario: Scenario, allocation: str = "scenario") -> tuple[dict, dict]:
     """Kept channels per conv group and kept weights per linear layer that the protocol prescribes."""
     structure = find_structure(model)
-    if method_name == "set":
+    if method_name == "set" and allocation == "erk":
         table = erk_allocation(model, scenario, structure)
         conv = table[table.kind == "conv"].drop_duplicates("group")
         linear = table[table.kind == "linear"]
@@ -161,7 +163,7 @@ def expected_counts(model: nn.Module, method_name: str, scenario: Scenario) -> t
 def check_masked(model: nn.Module, method, method_name: str, scenario: Scenario) -> None:
     """Exact counts, and exact zeros in weight, bias and BatchNorm affine of every removed filter."""
     structure = find_structure(model)
-    kept_channels, kept_weights = expected_counts(model, method_name, scenario)
+    kept_channels, kept_weights = expected_counts(model, method_name, scenario, getattr(method, "allocation", "scenario"))
     for group in structure.conv_groups:
         keep = method.masks.channel[group.name] > 0
         assert int(keep.sum()) == kept_channels[group.name], group.name
@@ -446,6 +448,53 @@ def test_method_state_round_trips_through_a_weights_only_file(tmp_path) -> None:
 
 
 # -- SET's Erdős–Rényi allocation -----------------------------------------------------------------
+@pytest.mark.parametrize("model_name", ["tiny_vgg_bn", "tiny_resnet18"])
+@pytest.mark.parametrize("scenario_name", list(SCENARIOS))
+def test_set_keeps_the_scenarios_fraction_per_layer_and_erk_stays_an_option(model_name: str, scenario_name: str) -> None:
+    scenario = SCENARIOS[scenario_name]
+    model = make_model(model_name)
+    method = prune(model, "set", scenario_name, seed=3)
+    assert method.allocation == "scenario"
+    check_masked(model, method, "set", scenario)  # exactly the scenario's count in every group and layer
+    erk_model = make_model(model_name)
+    erk = prune(erk_model, "set", scenario_name, seed=3, set_allocation="erk")
+    check_masked(erk_model, erk, "set", scenario)  # ER / ERK counts (expected_counts reads the allocation)
+    with pytest.raises(ValueError, match="set_allocation 'erx'; expected one of scenario, erk"):
+        make_method("set", scenario_name, set_allocation="erx")
+
+
+@pytest.mark.parametrize("model_name", ["vgg16", "resnet18"])
+@pytest.mark.parametrize("scenario_name", ["uniform", "mixed"])
+def test_set_runs_at_the_macs_of_the_other_methods(model_name: str, scenario_name: str) -> None:
+    """With set_allocation: scenario, SET's compacted MACs equal pre_training's (ERK kept early convs dense)."""
+    x = torch.randn(1, 3, 32, 32)
+
+    def macs_ratio(method_name: str, **kwargs) -> float:
+        model = copy.deepcopy(_vgg16()) if model_name == "vgg16" else make_model(model_name)
+        dense = count_macs(model, x)
+        prune(model, method_name, scenario_name, seed=1, **kwargs)
+        return count_macs(compact(model.eval(), x), x) / dense
+
+    reference = macs_ratio("pre_training")
+    assert macs_ratio("set") == pytest.approx(reference, rel=0.02)
+    assert macs_ratio("set", set_allocation="erk") > 1.5 * reference  # why the default changed
+
+
+@pytest.mark.parametrize("shape, k", [((10,), 0), ((10,), 10), ((7,), 3), ((64, 33), 400), ((512,), 103)])
+def test_er_graph_mask_is_exact_and_uniform_in_position(shape, k) -> None:
+    from helpers.pruning.masks import _er_graph_mask
+
+    gen = torch.Generator().manual_seed(0)
+    hits = torch.zeros(shape)
+    for _ in range(200):
+        mask = _er_graph_mask(shape, k, gen)
+        assert mask.dtype == torch.bool and int(mask.sum()) == k
+        hits += mask
+    n = hits.numel()
+    if 0 < k < n:  # every position kept with frequency about k/n (the ER graph's p)
+        freq = hits.flatten() / 200
+        assert abs(float(freq.mean()) - k / n) < 1e-6
+        assert float(freq.max()) < k / n + 5 * math.sqrt(k / n * (1 - k / n) / 200) + 0.02
 @pytest.mark.parametrize("model_name", ["vgg16", "resnet18"])
 @pytest.mark.parametrize("scenario_name", list(SCENARIOS))
 def test_set_er_densities_differ_by_shape_and_keep_the_budget(model_name: str, scenario_name: str) -> None:

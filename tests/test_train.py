@@ -171,3 +171,82 @@ def test_data_moves_as_a_whole():
     data = _data()
     moved = data.to("cpu")
     assert moved.num_classes == 3 and np.array_equal(moved.test_y.numpy(), data.test_y.numpy())
+
+
+class _FlipAfterValidation:
+    """A method whose swap wrecks the model (negates the logits): validation must not see it.
+
+    It records the model's validation accuracy as it is when the swap starts, i.e. as trained.
+    """
+
+    name = "flip"
+
+    def __init__(self, data):
+        self.data, self.before, self.after = data, [], []
+
+    def after_step(self, model, optimizer=None):
+        pass
+
+    def apply(self, model):
+        pass
+
+    def on_epoch_end(self, model, optimizer, epoch, num_epochs):
+        score = lambda: evaluate(model, self.data.val_x, self.data.val_y, batch_size=32, num_classes=3)[0]["accuracy"]
+        self.before.append(score())
+        with torch.no_grad():
+            model.fc.weight.neg_()
+            model.fc.bias.neg_()
+        self.after.append(score())
+        return {"filters_swapped": 1, "weights_swapped": 0}
+
+    def state_dict(self):
+        return {}
+
+
+def test_validation_scores_the_model_before_the_epochs_swap():
+    seed_everything(0)
+    model, data = _Tiny(), _data()
+    method = _FlipAfterValidation(data)
+    result = _fit(model, data, epochs=3, method=method)
+    val = [r["accuracy"] for r in result.history if r["phase"] == "val"]
+    assert val == pytest.approx(method.before)
+    # the test can tell the orders apart: after the swap the accuracies differ
+    assert any(abs(a - b) > 0.2 for a, b in zip(method.before, method.after))
+    train = [r for r in result.history if r["phase"] == "train"]
+    assert all(r["filters_swapped"] == 1 for r in train)  # the swap is recorded on the epoch's training row
+
+
+def test_best_epoch_is_scored_when_it_validates_and_survives_resume(tmp_path):
+    seed_everything(0)
+    model, data = _Tiny(), _data()
+    scored = []
+
+    def score(net):
+        metrics, _ = evaluate(net, data.test_x, data.test_y, batch_size=32, num_classes=3)
+        scored.append(metrics["accuracy"])
+        return {"test_accuracy": metrics["accuracy"]}
+
+    opt = make_optimizer("adam", model, lr=1e-2)
+    result = fit(model, opt, make_method("dense", None), data, epochs=4, batch_size=16, eval_batch_size=32, seed=0,
+                 meter=EnergyMeter("cpu"), progress=False, score_best=score)  # fmt: skip
+    val = [r["accuracy"] for r in result.history if r["phase"] == "val"]
+    best_epoch = int(np.argmax(val)) + 1  # the first epoch with the highest validation accuracy
+    assert result.best["epoch"] == best_epoch
+    assert result.best["val_accuracy"] == pytest.approx(max(val))
+    improvements = [i for i, v in enumerate(val) if v > max(val[:i], default=-1)]
+    assert len(scored) == sum(i < len(val) - 1 for i in improvements)  # on improvement, not for the last epoch
+    if best_epoch < len(val):
+        assert result.best["test_accuracy"] == scored[-1]  # the last improvement is the best
+    else:
+        assert "test_accuracy" not in result.best  # the final model: the caller scores it
+
+    # interrupted after two epochs and resumed: the same best, restored from the checkpoint
+    seed_everything(0)
+    model2 = _Tiny()
+    ckpt = tmp_path / "ck.pt"
+    opt2 = make_optimizer("adam", model2, lr=1e-2)
+    fit(model2, opt2, make_method("dense", None), data, epochs=2, batch_size=16, eval_batch_size=32, seed=0,
+        meter=EnergyMeter("cpu"), progress=False, score_best=score, checkpoint_path=ckpt)  # fmt: skip
+    resumed = fit(model2, opt2, make_method("dense", None), data, epochs=4, batch_size=16, eval_batch_size=32, seed=0,
+                  meter=EnergyMeter("cpu"), progress=False, score_best=score, checkpoint_path=ckpt)  # fmt: skip
+    assert resumed.best == pytest.approx(result.best)

@@ -61,6 +61,8 @@ STUDIES: tuple[str, ...] = ("primary", "criteria", "granularity")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 #: ``training_form`` values; see :func:`training_form`.
 TRAINING_FORMS: tuple[str, ...] = ("compacted", "masked")
+#: Keys that ``model_options`` may set per model (a model's training budget).
+MODEL_OPTION_KEYS: tuple[str, ...] = ("seeds", "epochs", "batch_size", "train_subset", "val_subset")
 #: Methods that can train compacted: fixed masks (pre_training, post_training fine-tuning) exactly,
 #: evolving masks (in_training, set) rebuilt after every swap (helpers.pruning.EpochCompaction).
 COMPACTABLE_METHODS: tuple[str, ...] = ("pre_training", "post_training", "in_training", "set")
@@ -82,7 +84,11 @@ DEFAULTS: dict[str, Any] = {
     # How pruned runs train: "compacted" trains the physically smaller network (for fixed masks exactly
     # equivalent; in_training / set rebuild it after every swap), "masked" the full one with zeros (the
     # paper's way). Resolved per run (helpers.config.training_form); dense and linear_only: masked.
+    # A list ([masked, compacted]) runs both forms side by side; the form then enters the run id.
     "training_form": "compacted",
+    # set's per-layer budgets: "scenario" (each layer keeps the scenario's fraction; the paper) or
+    # "erk" (Mocanu's ER / Evci's ERK densities under the same budget in weights; an extension).
+    "set_allocation": "scenario",
     "image_size": None,
     "train_subset": None,
     "val_subset": None,
@@ -90,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
     "data_seed": 0,
     "data_root": None,
     "dataset_options": {},
+    # Per-model training budgets, e.g. {vgg16: {train_subset: 3000}}: every method of a model trains on
+    # its model's budget (MODEL_OPTION_KEYS), so runs stay comparable within a model.
+    "model_options": {},
     "augment": {"hflip": False, "rotation_degrees": 0.0},
     "device": "cpu",
     "threads": None,
@@ -343,7 +352,8 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     out["optimizer"] = _choice("optimizer", out["optimizer"], OPTIMIZERS)
     out["swap_fraction"] = _float("swap_fraction", out["swap_fraction"], minimum=0.0, maximum=1.0)
     out["finetune_epochs"] = _int("finetune_epochs", out["finetune_epochs"], minimum=0)
-    out["training_form"] = _choice("training_form", out["training_form"], TRAINING_FORMS)
+    out["training_form"] = _training_forms(out["training_form"])
+    out["set_allocation"] = _choice("set_allocation", out["set_allocation"], pruning.SET_ALLOCATIONS)
     out["image_size"] = _optional_int("image_size", out["image_size"], minimum=1)
     smallest = max(models_mod.min_input_size(m) for m in out["models"])
     if out["image_size"] is not None and out["image_size"] < smallest:
@@ -358,6 +368,7 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     if out["data_root"] is not None and not isinstance(out["data_root"], str):
         raise ParamsError(f"data_root must be a folder path or null, got {out['data_root']!r}")
     out["dataset_options"] = _dataset_options(out["dataset_options"], out["datasets"], data_mod)
+    out["model_options"] = _model_options(out["model_options"], out["models"])
     aug = out["augment"]
     aug["hflip"] = _bool("augment.hflip", aug["hflip"])
     aug["rotation_degrees"] = _float("augment.rotation_degrees", aug["rotation_degrees"], minimum=0.0, maximum=180.0)
@@ -382,6 +393,16 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     if not isinstance(out["out"], str) or not out["out"]:
         raise ParamsError(f"out must be a folder path, got {out['out']!r}")
     return {k: out[k] for k in KEYS}
+
+
+def _training_forms(value: Any) -> str | list[str]:
+    """One form (a string, as before) or several distinct forms in the given order (a list)."""
+    if isinstance(value, (list, tuple)):
+        forms = list(dict.fromkeys(_choice("training_form", v, TRAINING_FORMS) for v in value))
+        if not forms:
+            raise ParamsError(f"training_form is an empty list; give one of {', '.join(TRAINING_FORMS)} or a list of them")
+        return forms[0] if len(forms) == 1 else forms
+    return _choice("training_form", value, TRAINING_FORMS)
 
 
 def _type_name(value: Any) -> str:
@@ -501,6 +522,31 @@ def _dataset_options(value: Any, datasets: Sequence[str], data_mod: Any) -> dict
     return out
 
 
+def _model_options(value: Any, models: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"model_options must map a model name to its options, got {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, options in value.items():
+        if name not in models:
+            raise ParamsError(f"model_options names {name!r}, which is not in models ({', '.join(models)}); "
+                              "remove it or add the model")
+        if not isinstance(options, dict):
+            raise ParamsError(f"model_options.{name} must be a mapping of options, got {options!r}")
+        checked: dict[str, Any] = {}
+        for key, option in options.items():
+            _check_key(key, MODEL_OPTION_KEYS, f"key in model_options.{name}")
+            if key == "seeds":
+                checked[key] = _int_list(f"model_options.{name}.seeds", option, minimum=0)
+                continue
+            minimum = {"epochs": 1, "batch_size": 2}.get(key, 2)
+            checked[key] = (_int if key in ("epochs", "batch_size") else _optional_int)(
+                f"model_options.{name}.{key}", option, minimum=minimum)
+        out[name] = checked
+    return out
+
+
 def _device(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", value):
         raise ParamsError(f"unknown device {value!r}; expected cpu, cuda or cuda:N")
@@ -572,15 +618,18 @@ def _result_params(run: Mapping[str, Any]) -> dict[str, Any]:
         keys.append("training_form")
     if run["method"] in ("in_training", "set"):
         keys.append("swap_fraction")
+    if run["method"] == "set":
+        keys.append("set_allocation")
     if run["method"] == "post_training":
         keys.append("finetune_epochs")
     return {k: run[k] for k in keys}
 
 
-def _run_id(run: Mapping[str, Any]) -> str:
+def _run_id(run: Mapping[str, Any], *, form_in_id: bool = False) -> str:
     blob = json.dumps(_result_params(run), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    return f"{run['dataset']}-{run['model']}-{run['method']}-{run['scenario']}-s{run['seed']}-{digest}"
+    form = f"-{run['training_form']}" if form_in_id else ""
+    return f"{run['dataset']}-{run['model']}-{run['method']}-{run['scenario']}{form}-s{run['seed']}-{digest}"
 
 
 _GRID_KEYS = ("name", "datasets", "models", "methods", "scenarios", "seeds", "out")
@@ -588,7 +637,8 @@ _PROTOCOL_KEYS = tuple(k for k in KEYS if k not in _GRID_KEYS)
 
 
 def _make_spec(
-    params: StudyParams, dataset: str, model: str, method: str, scenario: Mapping[str, Any], seed: int
+    params: StudyParams, dataset: str, model: str, method: str, scenario: Mapping[str, Any], seed: int,
+    form: str | None = None,
 ) -> RunSpec:
     run: dict[str, Any] = {k: copy.deepcopy(params[k]) for k in _PROTOCOL_KEYS}
     run.update(
@@ -601,12 +651,17 @@ def _make_spec(
         linear_sparsity=float(scenario["linear"]),
         seed=seed,
     )
-    run["training_form"] = training_form(params["training_form"], method, float(scenario["conv"]))
+    budget = {k: v for k, v in run.pop("model_options").get(model, {}).items() if k != "seeds"}
+    run.update(budget)  # the model's budget replaces the study's
+    requested = params["training_form"]
+    several = isinstance(requested, list)
+    run["training_form"] = training_form(form or (requested[0] if several else requested), method,
+                                         float(scenario["conv"]))
     dense_run_id = None
     if method == "post_training":
         dense_run_id = _make_spec(params, dataset, model, "dense", _DENSE_SCENARIO, seed).run_id
     return RunSpec(
-        run_id=_run_id(run),
+        run_id=_run_id(run, form_in_id=several and method != "dense"),
         dataset=dataset,
         model=model,
         method=method,
@@ -633,13 +688,19 @@ def expand_grid(params: StudyParams) -> list[RunSpec]:
         return []
     specs: list[RunSpec] = []
     methods = [m for m in params["methods"] if m != "dense"]
+    forms = params["training_form"] if isinstance(params["training_form"], list) else [params["training_form"]]
     for dataset in params["datasets"]:
         for model in params["models"]:
-            for seed in params["seeds"]:
+            for seed in params["model_options"].get(model, {}).get("seeds", params["seeds"]):
                 specs.append(_make_spec(params, dataset, model, "dense", _DENSE_SCENARIO, seed))
                 for method in methods:
                     for scenario in params["scenarios"]:
-                        specs.append(_make_spec(params, dataset, model, method, scenario, seed))
+                        seen: set[str] = set()  # a form that resolves to one already planned is the same run
+                        for form in forms:
+                            spec = _make_spec(params, dataset, model, method, scenario, seed, form)
+                            if spec.params["training_form"] not in seen:
+                                seen.add(spec.params["training_form"])
+                                specs.append(spec)
     return specs
 
 

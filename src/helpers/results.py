@@ -129,9 +129,37 @@ COLUMNS: dict[str, dict[str, str]] = {
             "macro one-vs-rest ROC AUC of the softmax probabilities on the test split (as the MedMNIST "
             "tables report); NaN if the test subset lacks a class"
         ),
+        "test_balanced_accuracy": (
+            "mean per-class recall on the test split (equals test_recall when every class is present); "
+            "the accuracy a constant answer cannot inflate on imbalanced data such as VisA"
+        ),
+        "test_majority_accuracy": (
+            "accuracy of always answering the test split's most frequent class: the floor test_accuracy "
+            "must beat (VisA: about 0.89)"
+        ),
+        "test_anomaly_precision": "two-class data (VisA): precision of the anomaly class (label 1); empty otherwise",
+        "test_anomaly_recall": "two-class data (VisA): recall of the anomaly class; empty otherwise",
+        "test_anomaly_f1": "two-class data (VisA): F1 of the anomaly class; empty otherwise",
+        "test_anomaly_auroc": "two-class data (VisA): ROC AUC of the anomaly probability; empty otherwise",
         "test_loss": "mean cross-entropy on the test split",
         "test_samples": "images in the test split used",
+        "best_epoch": (
+            "epoch (1-based) whose validation accuracy was the best; the final epoch for post_training "
+            "without fine-tuning (one pruned model), whose epochs count after the dense run's"
+        ),
+        "best_val_accuracy": "validation accuracy at best_epoch (NaN for post_training without fine-tuning)",
+        **{
+            f"test_{m}_best": (
+                f"test_{m} of the model as it was at best_epoch (scored when that epoch validated, so no second "
+                "checkpoint is kept): the paper's Table 1 reports this 'best accuracy'"
+            )
+            for m in ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy")
+        },
         "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
+        "set_allocation": (
+            "set runs: scenario (every layer keeps the scenario's fraction; the paper) or erk (ER / ERK "
+            "per-layer densities under the same weight budget; an extension); empty for other methods"
+        ),
         "training_form": (
             "compacted (the network without its removed filters was trained: exactly equivalent for the "
             "fixed masks of pre_training and post_training fine-tuning; rebuilt after every swap for "
@@ -203,8 +231,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "recall": "macro-averaged recall",
         "f1": "macro-averaged F1",
         "time_s": (
-            "wall seconds of the phase (train excludes validation and checkpointing; the first train "
-            "epoch of a compacted run includes setup_time_s)"
+            "wall seconds of the phase (train excludes validation and checkpointing and includes the epoch's "
+            "swap, which runs after validation; the first train epoch of a compacted run includes setup_time_s)"
         ),
         "setup_time_s": (
             "compacted training (runs.training_form): seconds of this train phase spent building the "

@@ -36,7 +36,16 @@ import numpy as np
 import torch
 
 from helpers.config import ParamsError, RunSpec, StudyParams, dense_twin, expand_grid, load_params, study_dir
-from helpers.measure import EnergyMeter, benchmark_inference, count_params, file_size_mb, macro_auc
+from helpers.measure import (
+    EnergyMeter,
+    balanced_accuracy,
+    benchmark_inference,
+    binary_metrics,
+    count_params,
+    file_size_mb,
+    macro_auc,
+    majority_accuracy,
+)
 from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
 from helpers.train import (
     Data,
@@ -285,6 +294,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
         swap_fraction=p["swap_fraction"],
         seed=spec.seed,
         finetune_epochs=p["finetune_epochs"] if spec.method == "post_training" else 0,
+        set_allocation=p.get("set_allocation", "erk"),  # run folders written before the key were erk
     )
     reused = None
     if spec.method == "post_training":
@@ -300,7 +310,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     if trained_path.is_file():  # training finished before an interruption: pick up its result
         state = load_checkpoint(trained_path)
         result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
-                           epochs_completed=int(state["epochs_completed"]))  # fmt: skip
+                           epochs_completed=int(state["epochs_completed"]), best=state.get("best"))  # fmt: skip
         model = None if result.diverged else pruning.load_model(model_path).to(device)
     else:
         model, result = _train(spec, study, method, data, meter, work, progress)
@@ -309,6 +319,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
         # The final model is model.pt (masks are its zeros); the method's state is no longer needed.
         save_checkpoint(trained_path, {
             "history": result.history, "diverged": result.diverged, "epochs_completed": result.epochs_completed,
+            "best": result.best,
         })  # fmt: skip
         (work / "checkpoint.pt").unlink(missing_ok=True)
     history = [{"run_id": spec.run_id, **r} for r in result.history]
@@ -319,6 +330,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
         row["status"] = "diverged"
     else:
         row.update(_test(spec, model, data, work))
+        row.update(_best(spec, result, row, reused))
         row.update(pruning.summarize_sparsity(model))
         row["conv_weight_sparsity"] = _conv_weight_sparsity(model)
         inference = _inference(spec, model, cpu_data, work, model_path)
@@ -370,6 +382,7 @@ def _train(spec: RunSpec, study: Path, method: Any, data: Data, meter: EnergyMet
             eval_batch_size=p["eval_batch_size"], seed=spec.seed, meter=meter,
             checkpoint_path=work / "checkpoint.pt", checkpoint_last=False, augment=_augmenter(p["augment"]),
             progress=progress, description=spec.run_id, compaction=compaction,
+            score_best=lambda net: test_metrics(net, data, p["eval_batch_size"])[0],
         )  # fmt: skip
         if hooks is not method:
             start = time.perf_counter()
@@ -468,6 +481,7 @@ def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None)
         "train_energy_source": source,
         "peak_memory_mb": max(peaks) if peaks else math.nan,
         "reused_run_id": spec.dense_run_id or "",
+        "set_allocation": p.get("set_allocation", "erk") if spec.method == "set" else "",
         "training_form": p.get("training_form", "masked"),
         "device": p["device"],
         "error": "",
@@ -485,25 +499,61 @@ def _conv_weight_sparsity(model: torch.nn.Module) -> float:
     return zero / total if total else math.nan
 
 
-def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict[str, Any]:
-    metrics, probs = evaluate(
-        model, data.test_x, data.test_y, batch_size=spec.params["eval_batch_size"], num_classes=data.num_classes
-    )
+#: The test metrics of ``runs.csv``; ``_best`` columns repeat them for the best-validation epoch's model.
+TEST_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy")
+
+
+def test_metrics(model: torch.nn.Module, data: Data, eval_batch_size: int) -> tuple[dict[str, float], np.ndarray]:
+    """The test split's metrics of ``model`` (``test_*`` keys) and its class probabilities ``[N, K]``.
+
+    For two-class data (VisA: normal 0, anomaly 1) the anomaly class's own precision, recall, F1 and
+    AUROC are added, since macro averages hide how a rare anomaly class fares.
+    """
+    metrics, probs = evaluate(model, data.test_x, data.test_y, batch_size=eval_batch_size, num_classes=data.num_classes)
     labels = data.test_y.cpu().numpy()
     probs_np = probs.numpy().astype(np.float32)
-    tmp = work / ".predictions.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, probs=probs_np, labels=labels, preds=probs_np.argmax(1))
-    os.replace(tmp, work / "predictions.npz")
-    return {
+    out = {
         "test_accuracy": metrics["accuracy"],
         "test_precision": metrics["precision"],
         "test_recall": metrics["recall"],
         "test_f1": metrics["f1"],
         "test_auc": macro_auc(labels, probs_np),
+        "test_balanced_accuracy": balanced_accuracy(labels, probs_np.argmax(1), data.num_classes),
         "test_loss": metrics["loss"],
         "test_samples": metrics["samples"],
     }
+    if data.num_classes == 2:
+        out.update(binary_metrics(labels, probs_np[:, 1], positive=1, prefix="test_anomaly_"))
+    return out, probs_np
+
+
+def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict[str, Any]:
+    metrics, probs_np = test_metrics(model, data, spec.params["eval_batch_size"])
+    labels = data.test_y.cpu().numpy()
+    tmp = work / ".predictions.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, probs=probs_np, labels=labels, preds=probs_np.argmax(1))
+    os.replace(tmp, work / "predictions.npz")
+    metrics["test_majority_accuracy"] = majority_accuracy(labels)
+    return metrics
+
+
+def _best(spec: RunSpec, result: FitResult, final: Mapping[str, Any], reused: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The best-validation epoch and its model's test metrics (the paper's Table 1 "best accuracy").
+
+    ``post_training`` without fine-tuning has one pruned model, so its best is its final model; with
+    fine-tuning, the best epoch of the fine-tuning counts (epochs numbered after the dense run's).
+    """
+    best = result.best
+    if best is None:  # no epoch trained here (post_training without fine-tuning)
+        out = {"best_epoch": int(final.get("epochs_completed", 0)), "best_val_accuracy": math.nan}
+        out.update({f"test_{m}_best": final[f"test_{m}"] for m in TEST_METRICS})
+        return out
+    offset = int(reused["epochs_completed"]) if reused is not None else 0
+    out = {"best_epoch": int(best["epoch"]) + offset, "best_val_accuracy": float(best["val_accuracy"])}
+    scored = best if "test_accuracy" in best else final  # the best epoch was the last: the final model
+    out.update({f"test_{m}_best": float(scored[f"test_{m}"]) for m in TEST_METRICS})
+    return out
 
 
 def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, model_path: Path) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Shaped after torchvision's ``references/classification``: one function per phase
 is one dict ``{model, optimizer, method, epoch, history, rng}`` written after every epoch, and a
 resume that picks it up. The pruning method's hooks (:mod:`helpers.pruning`) are called where the
 contract puts them: ``after_step`` after every ``optimizer.step()``, ``on_epoch_end`` after every
-epoch's training (its cost counts as training), ``on_train_end`` by the caller after :func:`fit`.
+epoch's training and validation (so validation never sees units a swap just re-initialised; the swap's
+cost counts as training), ``on_train_end`` by the caller after :func:`fit`.
 
 Speed (the loop must stay close to a minimal PyTorch loop): the data are pre-padded, pre-normalised
 float tensors in memory, indexed by a seeded ``torch.randperm`` per epoch; loss and confusion counts
@@ -212,11 +213,16 @@ class FitResult:
             ``time_s``, ``energy_j``, ``energy_source``, ``peak_memory_mb``, swap statistics).
         diverged: whether the training loss became NaN or infinite (training stopped there).
         epochs_completed: epochs whose training finished with a finite loss.
+        best: with ``score_best``, the epoch (1-based) of the best validation accuracy, that accuracy
+            (``val_accuracy``) and what ``score_best`` returned for the network of that epoch
+            (scored then, so no second model is kept; not called when the best epoch is the last,
+            whose network is the final model); ``None`` without ``score_best``.
     """
 
     history: list[dict[str, Any]]
     diverged: bool
     epochs_completed: int
+    best: dict[str, Any] | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -241,6 +247,7 @@ def fit(
     progress: bool = True,
     description: str = "epochs",
     compaction: Any = None,
+    score_best: Callable[[nn.Module], Mapping[str, Any]] | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs with a validation phase after each; resumable.
 
@@ -269,6 +276,13 @@ def fit(
             network (rebuilt after each swap), while ``model`` and ``optimizer`` stay the full-size
             record (swaps, validation, checkpoints). The rebuild counts as training time and is
             reported per epoch as ``setup_time_s``.
+        score_best: optional ``f(network) -> metrics``, called (outside the timed phases) whenever
+            an epoch's validation accuracy beats every earlier epoch's; its result is ``FitResult.best``.
+            The paper's Table 1 reports the best accuracy; scoring the test split then avoids a
+            second full-size checkpoint per run.
+
+    Per epoch: train, then validate the network as trained, then let ``method`` swap
+    (``on_epoch_end``); the swap's time, energy and peak memory count as that epoch's training.
     """
     from tqdm.auto import tqdm
 
@@ -276,6 +290,7 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     diverged = False
+    best: dict[str, Any] | None = None
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
@@ -287,6 +302,7 @@ def fit(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = [dict(row) for row in state["history"]]
+        best = state.get("best")
         start_epoch = int(state["epoch"])
         diverged = bool(state.get("diverged", False))
     bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
@@ -310,17 +326,12 @@ def fit(
                     mark = time.perf_counter()
                     compaction.write_back(model, optimizer, net, net_optimizer, hooks)
                     setup += time.perf_counter() - mark
-                swaps = {} if diverged else dict(method.on_epoch_end(model, optimizer, epoch, epochs))
-                if compaction is not None and (swaps.get("filters_swapped") or swaps.get("weights_swapped")):
-                    mark = time.perf_counter()
-                    net, net_optimizer, hooks = compaction.build(model, optimizer)  # the new mask's network
-                    setup += time.perf_counter() - mark
                 _sync(device)
                 train_time = time.perf_counter() - start
-            if compaction is not None:
-                swaps["setup_time_s"] = setup
-            rows = [_row(epoch, "train", train, train_time, energy, memory, swaps)]
+            train_row = _row(epoch, "train", train, train_time, energy, memory, {})
+            rows = [train_row]
             if not diverged:
+                # Validation scores the network as trained this epoch, before any swap re-initialises units.
                 with PeakMemory(device) as memory, meter.measure() as energy:
                     start = time.perf_counter()
                     val, _ = evaluate(
@@ -329,6 +340,24 @@ def fit(
                     _sync(device)
                     val_time = time.perf_counter() - start
                 rows.append(_row(epoch, "val", val, val_time, energy, memory, {}))
+                if score_best is not None and (best is None or val["accuracy"] > best["val_accuracy"]):
+                    best = {"epoch": epoch + 1, "val_accuracy": float(val["accuracy"])}
+                    if epoch + 1 < epochs:  # the last epoch's network is the final model, which the caller scores
+                        best.update(score_best(net))
+                # The swap (and the rebuild of the compacted network) is training work: its time, energy
+                # and memory are added to the epoch's training row.
+                with PeakMemory(device) as memory, meter.measure() as energy:
+                    start = time.perf_counter()
+                    swaps = dict(method.on_epoch_end(model, optimizer, epoch, epochs))
+                    if compaction is not None and (swaps.get("filters_swapped") or swaps.get("weights_swapped")):
+                        net, net_optimizer, hooks = compaction.build(model, optimizer)  # the new mask's network
+                        setup += time.perf_counter() - start
+                    _sync(device)
+                    swap_time = time.perf_counter() - start
+                _add_window(train_row, swap_time, energy, memory)
+                train_row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in swaps.items()})
+            if compaction is not None:
+                train_row["setup_time_s"] = float(setup)
             history.extend(rows)
             epoch += 1
             last = epoch >= epochs or diverged
@@ -341,6 +370,7 @@ def fit(
                         "method": method.state_dict(),
                         "epoch": epoch,
                         "history": history,
+                        "best": best,
                         "rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "diverged": diverged,
@@ -351,7 +381,19 @@ def fit(
     finally:
         bar.close()
     completed = sum(1 for row in history if row["phase"] == "train" and math.isfinite(row["loss"]))
-    return FitResult(history=history, diverged=diverged, epochs_completed=completed)
+    return FitResult(history=history, diverged=diverged, epochs_completed=completed, best=best)
+
+
+def _add_window(row: dict[str, Any], seconds: float, energy: Any, memory: PeakMemory) -> None:
+    """Add a second measured window (the swap) to a phase's row: time and energy add, peaks take the max."""
+    row["time_s"] = float(row["time_s"]) + float(seconds)
+    if row["energy_source"] == str(energy.source) and math.isfinite(row["energy_j"]):
+        row["energy_j"] = float(row["energy_j"]) + float(energy.energy_j)
+    else:  # two windows measured differently (or one not at all) do not make one measurement
+        row["energy_j"], row["energy_source"] = math.nan, "unavailable"
+    peak = float(memory.peak_mb)
+    if math.isfinite(peak):
+        row["peak_memory_mb"] = max(float(row["peak_memory_mb"]), peak) if math.isfinite(row["peak_memory_mb"]) else peak
 
 
 def _row(epoch: int, phase: str, metrics: Mapping[str, float], seconds: float, energy: Any, memory: PeakMemory,

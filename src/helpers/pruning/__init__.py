@@ -5,7 +5,8 @@ for industrial applications*, Frontiers in Computer Science 2025): conv layers l
 filters ranked by L1 norm, linear layers lose individual weights ranked by |w|, with exact per-layer
 counts; residual-coupled convolutions share their channels (:mod:`.structure`); masks are enforced
 after every optimizer step (:mod:`.masks`); methods are objects with training-loop hooks
-(:mod:`.methods`); SET follows Mocanu et al. 2018 with Erdős–Rényi densities (:mod:`.masks`);
+(:mod:`.methods`); SET follows Mocanu et al. 2018 from an Erdős–Rényi random graph at the scenario's
+fractions, or with ER / ERK densities as an extension (:mod:`.masks`);
 :func:`compact` removes pruned filters physically with torch-pruning (:mod:`.compact`).
 
 Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which groups), ``masks`` (which
@@ -17,7 +18,7 @@ measurement: :func:`choose_linear_formats`).
 from .compact import CompactionMap, compact, compact_with_map, count_macs
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
-from .methods import METHODS, REGROW, CompactedTraining, EpochCompaction, PruningMethod, UnknownMethodError, make_method
+from .methods import METHODS, REGROW, SET_ALLOCATIONS, CompactedTraining, EpochCompaction, PruningMethod, UnknownMethodError, make_method
 from .report import SUMMARY_KEYS, sparsity_report, summarize_sparsity
 from .scenarios import (
     SCENARIOS,
@@ -37,6 +38,7 @@ __all__ = [
     "units_removed",
     "METHODS",
     "REGROW",
+    "SET_ALLOCATIONS",
     "make_method",
     "PruningMethod",
     "CompactedTraining",

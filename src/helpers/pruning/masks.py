@@ -61,6 +61,7 @@ __all__ = [
     "group_l1_norm",
     "l1_masks",
     "random_masks",
+    "er_graph_masks",
     "erk_allocation",
     "erk_keep_counts",
 ]
@@ -271,6 +272,44 @@ def random_masks(
         w = model.get_submodule(name).weight
         k = keep[1][name] if keep else _linear_keep(w, scenario.linear)
         weight[name] = top_k_mask(torch.rand(w.shape, generator=generator), k)
+    return MaskSet(structure, channel, weight)
+
+
+def _er_graph_mask(shape: tuple[int, ...] | torch.Size, k: int, generator: torch.Generator) -> torch.Tensor:
+    """An Erdős–Rényi random graph with exactly ``k`` kept units: each unit kept independently with
+    probability ``k / n``, then random kept units dropped (or random dropped units added) until ``k`` remain."""
+    n = math.prod(shape)
+    draw = torch.rand(shape, generator=generator)
+    kept = draw < (k / n)
+    surplus = int(kept.sum()) - k
+    if surplus:
+        order = torch.rand(shape, generator=generator)
+        if surplus > 0:  # drop ``surplus`` of the kept units, chosen uniformly
+            kept &= ~top_k_mask(order.masked_fill(~kept, -1.0), surplus)
+        else:  # add ``-surplus`` of the dropped units, chosen uniformly
+            kept |= top_k_mask(order.masked_fill(kept, -1.0), -surplus)
+    return kept
+
+
+def er_graph_masks(model: nn.Module, structure: Structure, scenario: Scenario, generator: torch.Generator) -> MaskSet:
+    """SET's initial masks at the scenario's per-layer fractions (``set_allocation: scenario``).
+
+    Every conv group and every linear layer keeps exactly the scenario's count, as for the other
+    methods; which units are kept is an Erdős–Rényi random graph (Mocanu et al. 2018): each filter /
+    connection is kept independently with probability ``p = 1 - sparsity``, then the draw is corrected
+    to the exact count by removing (or adding) uniformly chosen units. Conditioned on its size a
+    Bernoulli draw is a uniform subset, so this has the distribution of :func:`random_masks` (the
+    in-training initialisation) with a different random stream: the paper's "initialisation is the
+    only difference" then leaves the evolution as the only thing that can separate the two methods.
+    """
+    channel = {
+        group.name: _er_graph_mask((group.channels,), _conv_keep(group, scenario.conv), generator)
+        for group in structure.conv_groups
+    }
+    weight = {}
+    for name in structure.linears:
+        w = model.get_submodule(name).weight
+        weight[name] = _er_graph_mask(w.shape, _linear_keep(w, scenario.linear), generator)
     return MaskSet(structure, channel, weight)
 
 

@@ -12,9 +12,13 @@ Methods (Douzandeh Zenoozi et al. 2025; the scenario sets the fractions removed)
   regrown in the same swap and the mask always changes when a swap happens). Per-layer counts stay
   constant.
 - ``set``: Sparse Evolutionary Training (Mocanu et al., *Nature Communications* 9, 2383, 2018): the
-  same evolution as ``in_training`` from an Erdős–Rényi initial mask (ER for linear, ERK for conv
-  layers; the formula, the budget and the output-layer choice are documented in
-  :mod:`helpers.pruning.masks`).
+  same evolution as ``in_training`` from an Erdős–Rényi initial mask. The paper says initialisation
+  is the only difference from In-Training, so by default (``set_allocation="scenario"``) every layer
+  keeps the scenario's fraction, as for the other methods, and the kept units form an Erdős–Rényi
+  random graph (:func:`~helpers.pruning.masks.er_graph_masks`). The extension
+  ``set_allocation="erk"`` gives each layer Mocanu's ER / Evci's ERK density under the same total
+  budget in weights (:func:`~helpers.pruning.masks.erk_allocation`): it keeps the early convs nearly
+  dense, so its MACs differ from the other methods' and a comparison must show them.
 - ``post_training``: train dense, then at :meth:`PruningMethod.on_train_end` keep the largest-L1
   filters / largest-|w| weights of the trained model. ``finetune_epochs`` (default 0, the paper's
   protocol) is read by the training loop, which trains that many further epochs with the mask enforced.
@@ -44,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import MaskSet, erk_keep_counts, group_l1_norm, l1_masks, random_masks, top_k_mask
+from .masks import MaskSet, er_graph_masks, erk_keep_counts, group_l1_norm, l1_masks, random_masks, top_k_mask
 from .scenarios import Scenario, parse_scenario, units_removed
 from .structure import find_structure
 
@@ -59,12 +63,15 @@ __all__ = [
     "PostTrainingMethod",
     "SetMethod",
     "UnknownMethodError",
+    "SET_ALLOCATIONS",
     "CompactedTraining",
     "EpochCompaction",
 ]
 
 METHODS: tuple[str, ...] = ("dense", "pre_training", "in_training", "post_training", "set")
 REGROW: tuple[str, ...] = ("reinit", "zeros")
+#: ``set``'s per-layer budgets: the scenario's fraction in every layer (the paper) or ER/ERK densities.
+SET_ALLOCATIONS: tuple[str, ...] = ("scenario", "erk")
 
 
 class UnknownMethodError(ValueError):
@@ -223,14 +230,27 @@ class InTrainingMethod(PruningMethod):
 
 
 class SetMethod(InTrainingMethod):
-    """Sparse Evolutionary Training: Erdős–Rényi initial densities, then the in-training evolution."""
+    """Sparse Evolutionary Training: an Erdős–Rényi initial mask, then the in-training evolution.
+
+    Args:
+        allocation: ``"scenario"`` (every layer keeps the scenario's fraction; the paper) or ``"erk"``
+            (ER / ERK per-layer densities under the same budget in weights; an extension).
+    """
 
     name = "set"
 
+    def __init__(self, scenario: Scenario, *, allocation: str = "scenario", **kwargs: Any) -> None:
+        super().__init__(scenario, **kwargs)
+        self.allocation = allocation
+
     def on_init(self, model: nn.Module) -> None:
         structure = find_structure(model)
-        keep = erk_keep_counts(model, self.scenario, structure)
-        self._set_masks(model, random_masks(model, structure, self.scenario, self.generator, keep=keep))
+        if self.allocation == "erk":
+            keep = erk_keep_counts(model, self.scenario, structure)
+            masks = random_masks(model, structure, self.scenario, self.generator, keep=keep)
+        else:
+            masks = er_graph_masks(model, structure, self.scenario, self.generator)
+        self._set_masks(model, masks)
 
 
 class CompactedTraining:
@@ -394,6 +414,7 @@ def make_method(
     seed: int = 0,
     regrow: str = "reinit",
     finetune_epochs: int = 0,
+    set_allocation: str = "scenario",
 ) -> PruningMethod:
     """Build a pruning method.
 
@@ -404,6 +425,7 @@ def make_method(
         seed: seed of the method's random generator.
         regrow: ``"reinit"`` or ``"zeros"``: the values regrown weights start from.
         finetune_epochs: epochs of fine-tuning after pruning (``post_training``), ``>= 0``.
+        set_allocation: ``set``'s per-layer budgets, one of :data:`SET_ALLOCATIONS` (ignored by the others).
 
     Raises:
         UnknownMethodError: ``name`` is not a method.
@@ -423,8 +445,11 @@ def make_method(
         raise ValueError(f"unknown regrow {regrow!r}; expected one of {', '.join(REGROW)}")
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ValueError(f"finetune_epochs {finetune_epochs!r} must be an integer >= 0 (the paper uses 0)")
+    if set_allocation not in SET_ALLOCATIONS:
+        raise ValueError(f"unknown set_allocation {set_allocation!r}; expected one of {', '.join(SET_ALLOCATIONS)}")
+    extra = {"allocation": set_allocation} if name == "set" else {}
     return _CLASSES[name](scenario, swap_fraction=float(swap_fraction), seed=seed, regrow=regrow,
-                          finetune_epochs=finetune_epochs)
+                          finetune_epochs=finetune_epochs, **extra)
 
 
 # -- evolution (in_training, set) ------------------------------------------------------------------
