@@ -47,7 +47,10 @@ def granularity_study(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ parameters
 
 
-@pytest.mark.parametrize("profile", ["criteria", "criteria_smoke", "granularity", "granularity_smoke"])
+@pytest.mark.parametrize(
+    "profile",
+    ["criteria", "criteria_smoke", "criteria_bloodmnist", "granularity", "granularity_smoke", "granularity_bloodmnist"],
+)
 def test_companion_profiles_validate_and_plan_only_companion_runs(profile):
     params = load_params(ROOT / "params" / f"{profile}.yaml")
     assert params["study_kind"] == profile.split("_")[0]
