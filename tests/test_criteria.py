@@ -326,22 +326,30 @@ def test_unknown_greedy_rescore_lists_the_options():
 # ------------------------------------------------------------------------------- CIFAR-style models
 
 CIFAR_SIDE = {"vgg16_bn_cifar": 32, "resnet18_cifar": 8, "resnet50_cifar": 8}
+_CIFAR_MODELS: dict[str, nn.Module] = {}
+
+
+def _cifar_model(name: str) -> nn.Module:
+    """A fresh copy of the CIFAR-style model with non-trivial BatchNorm (built once per session)."""
+    if name not in _CIFAR_MODELS:
+        from helpers.models import build_model
+
+        torch.manual_seed(0)
+        model = build_model(name, 4)
+        with torch.no_grad():  # non-trivial BatchNorm so that eval-mode logits exercise it
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        _CIFAR_MODELS[name] = model.eval()
+    return copy.deepcopy(_CIFAR_MODELS[name])
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
 @pytest.mark.parametrize("name", sorted(CIFAR_SIDE))
 def test_every_criterion_prunes_cifar_models_and_compaction_keeps_the_logits(name, criterion):
-    from helpers.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(name, 4)
-    with torch.no_grad():  # non-trivial BatchNorm so that eval-mode logits exercise it
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    model.eval()
+    model = _cifar_model(name)
     side = CIFAR_SIDE[name]
     x, y = torch.randn(4, 3, side, side), torch.tensor([0, 1, 2, 3])
     structure = find_structure(model, x[:2])
