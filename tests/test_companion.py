@@ -47,7 +47,10 @@ def granularity_study(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ parameters
 
 
-@pytest.mark.parametrize("profile", ["criteria", "criteria_smoke", "granularity", "granularity_smoke"])
+@pytest.mark.parametrize(
+    "profile",
+    ["criteria", "criteria_smoke", "criteria_bloodmnist", "granularity", "granularity_smoke", "granularity_bloodmnist"],
+)
 def test_companion_profiles_validate_and_plan_only_companion_runs(profile):
     params = load_params(ROOT / "params" / f"{profile}.yaml")
     assert params["study_kind"] == profile.split("_")[0]
@@ -93,6 +96,8 @@ def test_paper_protocols_are_the_defaults():
         ({"finetune": {"lrs": []}}, "finetune.lrs"),
         ({"finetune": {"epoch": 3}}, "did you mean 'epochs'"),
         ({"models": ["vgg16"], "criteria": ["bn_slimming"]}, "use vgg16_bn instead of vgg16"),
+        ({"greedy_rescore": "every"}, "greedy_rescore 'every'"),
+        ({"dense_lr_schedule": "step"}, "dense_lr_schedule 'step'"),
     ],
 )
 def test_bad_companion_values_name_the_key_and_the_fix(changes, needle):
@@ -119,6 +124,76 @@ def test_slimming_hooks_add_the_l1_subgradient_of_gamma():
     for handle in handles:
         handle.remove()
     torch.testing.assert_close(model[1].weight.grad, plain + lam * torch.sign(model[1].weight.detach()))
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 9, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.5, -1.0, 2.0, -0.1]))
+    return model
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_slimming_penalty_moves_gamma_by_lr_times_lambda_whatever_the_optimizer(optimizer):
+    from helpers.pruning import make_method
+    from helpers.train import make_optimizer
+
+    lam, lr = 0.01, 0.1
+    x = torch.randn(3, 1, 5, 5)
+    for with_penalty in (False, True):
+        model = _bn_net()
+        opt = make_optimizer(optimizer, model, lr=lr)
+        method, handles = make_method("dense", None, seed=0), []
+        if with_penalty:
+            method, handles = companion.slimming_penalty(model, lam, opt, method)
+        before = model[1].weight.detach().clone()
+        (0.0 * model(x).sum()).backward()  # the loss leaves gamma alone: only the penalty moves it
+        opt.step()
+        method.after_step(model, opt)
+        for handle in handles:
+            handle.remove()
+        moved = model[1].weight.detach() - before
+        expected = -lr * lam * torch.sign(before) if with_penalty else torch.zeros(4)
+        torch.testing.assert_close(moved, expected)
+
+
+def test_the_subgradient_alone_under_adam_would_ignore_lambda():
+    # why slimming_penalty does not hand Adam the sub-gradient: Adam's first step moves gamma by lr
+    # whatever lambda is (its update is m / sqrt(v) = sign(grad)), so lambda would not set the strength
+    for lam in (1e-4, 1.0):
+        model = _bn_net()
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        handles = companion.slimming_hooks(model, lam)
+        before = model[1].weight.detach().clone()
+        (0.0 * model(torch.randn(3, 1, 5, 5)).sum()).backward()
+        opt.step()
+        for handle in handles:
+            handle.remove()
+        torch.testing.assert_close(model[1].weight.detach() - before, -0.1 * torch.sign(before), rtol=1e-3, atol=1e-6)
+
+
+def test_dense_lr_schedules():
+    assert [companion.dense_lr(0.1, e, 4) for e in range(4)] == [0.1] * 4
+    cosine = [companion.dense_lr(0.1, e, 4, "cosine") for e in range(4)]
+    assert cosine[0] == pytest.approx(0.1) and cosine[2] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ValueError, match="'step'.*constant, cosine"):
+        companion.dense_lr(0.1, 0, 4, "step")
+
+
+def test_new_keys_keep_existing_run_ids_and_separate_greedy_each():
+    base = {s.run_id for s in companion.plan(_tiny("unused", "criteria", criteria=["greedy_output_norm", "l1"]))}
+    same = {s.run_id for s in companion.plan(_tiny("unused", "criteria", criteria=["greedy_output_norm", "l1"],
+                                                   greedy_rescore="once", dense_lr_schedule="constant"))}  # fmt: skip
+    assert same == base
+    each = {s.run_id: s for s in companion.plan(_tiny("unused", "criteria", criteria=["greedy_output_norm", "l1"],
+                                                      greedy_rescore="each"))}  # fmt: skip
+    changed = {s.params["criterion"] or s.method for rid, s in each.items() if rid not in base}
+    assert changed == {"greedy_output_norm"}
+    cosine = {s.run_id for s in companion.plan(_tiny("unused", "criteria", criteria=["greedy_output_norm", "l1"],
+                                                     dense_lr_schedule="cosine"))}  # fmt: skip
+    assert not cosine & base
 
 
 def test_criteria_study_writes_the_three_stages_per_criterion(criteria_study):
@@ -206,8 +281,11 @@ def test_companion_figures_and_tables(criteria_study, granularity_study, tmp_pat
     table = plots.criteria_table(crit["runs"])
     assert list(table["criterion"]) == ["l1", "bn_slimming_l1"]
     published = plots.published_criteria_table(crit["runs"])
-    assert published["source"].str.contains("Lajić, Peer, Emeršič 2025, Table [12]").all()
-    assert published["published (%)"].isna().all() == (not plots.PUBLISHED_CRITERIA)
+    digits = published[published["dataset"] == "digits"]  # ours only: the paper has no digits
+    assert set(digits["criterion"]) >= {"l1", "bn_slimming_l1"} and digits["drop, published (pp)"].isna().all()
+    cifar = published[published["dataset"].isin(["CIFAR-10", "CIFAR-100"])]
+    assert cifar["source"].str.contains("Lajić, Peer, Emeršič 2025 \\(ROSUS 2025\\), Table [12]").all()
+    assert cifar["drop, published (pp)"].notna().all()
 
     gran = results.load_tables(granularity_study[1])
     plots.granularity_tradeoffs(gran["runs"], gran["inference"], tmp_path)

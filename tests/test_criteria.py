@@ -259,3 +259,107 @@ def test_criteria_differ_on_the_same_model():
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
     picks = {c: select_filters(model, c, calibration=(x, y))["3"] for c in CRITERIA}
     assert len({tuple(v) for v in picks.values()}) >= 3, picks
+
+
+# ------------------------------------------------------------------------ greedy_rescore: once | each
+
+
+def _brute_force_sequential(model: nn.Module, x: torch.Tensor, counts: dict[str, int], consumer_of: dict[str, str]) -> dict:
+    """``each`` by definition on a plain CNN: layer by layer, every pick by forward passes on the network with
+    every earlier pick (this layer's and the earlier layers') removed; the change is measured against the
+    consumer's output before this layer lost anything."""
+    work = copy.deepcopy(model)
+    orders = {}
+    for name, n_pick in counts.items():
+        base = _consumer_output(work, consumer_of[name], x)
+        order: list[int] = []
+        channels = work.get_submodule(name).out_channels
+        for _ in range(n_pick):
+            costs = {}
+            for c in range(channels):
+                if c not in order:
+                    trial = copy.deepcopy(work)
+                    mask_filters(trial, {name: order + [c]}, example_input=x[:2])
+                    costs[c] = float((_consumer_output(trial, consumer_of[name], x) - base).square().sum())
+            order.append(min(costs, key=lambda c: (costs[c], c)))
+        mask_filters(work, {name: order}, example_input=x[:2])
+        orders[name] = order
+    return orders
+
+
+def test_greedy_rescore_each_scores_every_pick_after_all_earlier_removals():
+    model = tiny_cnn()
+    x = torch.randn(6, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    counts = {"0": 2, "3": 4, "6": 2}
+    each = greedy_output_norm_order(model, x, counts, rescore="each", max_positions=100_000)
+    consumer_of = {"0": "3", "3": "6", "6": "11"}  # the next conv; the last conv's reader is the linear layer
+    assert each == _brute_force_sequential(model, x, counts, consumer_of)
+    once = greedy_output_norm_order(model, x, counts, rescore="once", max_positions=100_000)
+    assert once["0"] == each["0"]  # the first layer sees the same activations either way
+
+
+def test_greedy_rescore_each_on_a_residual_group_removes_the_count_and_compacts_exactly():
+    from helpers.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18_cifar", 3).eval()
+    x = torch.randn(4, 3, 8, 8)
+    structure = find_structure(model, x[:2])
+    stem = structure.conv_groups[0]  # the stem and layer1's second convs share their channels
+    assert len(stem.convs) > 1
+    counts = {stem.name: 3}
+    each = greedy_output_norm_order(model, x, counts, structure=structure, rescore="each", max_positions=512)
+    once = greedy_output_norm_order(model, x, counts, structure=structure, rescore="once", max_positions=512)
+    assert len(set(each[stem.name])) == 3 and each[stem.name][0] == once[stem.name][0]
+    pruned = prune_filters(model, each, x[:2], structure)
+    masked = copy.deepcopy(model)
+    mask_filters(masked, each, structure)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), masked(x), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_greedy_rescore_lists_the_options():
+    with pytest.raises(ValueError, match="'every'.*once, each"):
+        select_filters(tiny_cnn(), "greedy_output_norm", calibration=torch.randn(2, 3, 8, 8), greedy_rescore="every")
+
+
+# ------------------------------------------------------------------------------- CIFAR-style models
+
+CIFAR_SIDE = {"vgg16_bn_cifar": 32, "resnet18_cifar": 8, "resnet50_cifar": 8}
+_CIFAR_MODELS: dict[str, nn.Module] = {}
+
+
+def _cifar_model(name: str) -> nn.Module:
+    """A fresh copy of the CIFAR-style model with non-trivial BatchNorm (built once per session)."""
+    if name not in _CIFAR_MODELS:
+        from helpers.models import build_model
+
+        torch.manual_seed(0)
+        model = build_model(name, 4)
+        with torch.no_grad():  # non-trivial BatchNorm so that eval-mode logits exercise it
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        _CIFAR_MODELS[name] = model.eval()
+    return copy.deepcopy(_CIFAR_MODELS[name])
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("name", sorted(CIFAR_SIDE))
+def test_every_criterion_prunes_cifar_models_and_compaction_keeps_the_logits(name, criterion):
+    model = _cifar_model(name)
+    side = CIFAR_SIDE[name]
+    x, y = torch.randn(4, 3, side, side), torch.tensor([0, 1, 2, 3])
+    structure = find_structure(model, x[:2])
+    removed = select_filters(model, criterion, sparsity=0.4, calibration=(x, y), structure=structure,
+                             max_positions=256, model_name=name)  # fmt: skip
+    pruned = prune_filters(model, removed, x[:2], structure)
+    for group in structure.conv_groups:
+        for conv in group.convs:
+            assert pruned.get_submodule(conv).out_channels == group.channels - round(0.4 * group.channels)
+    masked = copy.deepcopy(model)
+    mask_filters(masked, removed, structure)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), masked(x), atol=1e-4, rtol=1e-4)

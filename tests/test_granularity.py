@@ -254,3 +254,35 @@ def test_measure_granularity_reports_size_latency_and_macs():
     assert weight["latency_ms_sparse_linear"] > 0 and dense["latency_ms_sparse_linear"] != dense["latency_ms_sparse_linear"]
     for row in (dense, structured, weight):
         assert row["latency_ms_mean"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "name, side, granularities",
+    [
+        ("vgg16_bn_cifar", 32, ("neuron", "structured", "layer")),
+        ("resnet18_cifar", 8, ("structured", "layer")),
+        ("resnet50_cifar", 8, ("structured", "layer")),
+    ],
+)
+def test_cifar_models_compact_every_granularity_to_the_masked_logits(name, side, granularities):
+    torch.manual_seed(0)
+    model = build_model(name, 4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    for granularity in granularities:
+        # VGG16-BN (CIFAR)'s hidden neurons hold only 3 % of its weights (no 25,088-wide classifier)
+        plan = plan_granularity(model, granularity, {"neuron": 0.02, "structured": 0.3, "layer": 0.05}[granularity], x)
+        assert plan.units_removed > 0
+        masked = mask_granularity(model, plan).eval()
+        small = compact_granularity(model, plan, x).eval()
+        assert count_prunable(small) == plan.params_total - plan.params_removed
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), masked(x), atol=1e-4, rtol=1e-4)
+    if name == "resnet18_cifar":  # the CIFAR stem keeps torchvision's blocks, so the same blocks are removable
+        assert [u.name for u in removable_layers(model, x)] == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]

@@ -9,11 +9,15 @@ one atomic step, ``result.json`` last), so :func:`helpers.results.collect` build
 
 - ``dense`` (scenario ``none``): the model to prune, trained inside the study with the primary
   protocol keys (``epochs``, ``optimizer``, ``lr``, ``batch_size``, ``augment``, ...), resumable from its
-  per-epoch checkpoint. For the criterion ``bn_slimming_l1`` a second dense model is trained with network
-  slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale (Liu et al., *Learning
-  efficient convolutional networks through network slimming*, ICCV 2017; scenario ``slimming<lambda>``):
-  the penalty's sub-gradient ``lambda * sign(gamma)`` is added to each gamma's gradient by a tensor hook,
-  as in Liu et al.'s code, so it works with any optimizer. Its ``model.pt`` stays (the other runs load
+  per-epoch checkpoint; ``dense_lr_schedule: cosine`` anneals ``lr`` to 0 over ``epochs`` (per epoch,
+  :func:`dense_lr`), as CIFAR recipes do. For the criterion ``bn_slimming_l1`` a second dense model is
+  trained with network slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale
+  (Liu et al., *Learning efficient convolutional networks through network slimming*, ICCV 2017; scenario
+  ``slimming<lambda>``), applied as an SGD step as Liu et al. did (:func:`slimming_penalty`): with
+  ``optimizer: sgd`` the sub-gradient ``lambda * sign(gamma)`` joins each gamma's gradient before the step
+  (their code); with Adam / AdamW, which would divide that sub-gradient by its running RMS and so make the
+  shrinkage independent of ``lambda``, it is applied after each step as ``gamma -= lr * lambda * sign(gamma)``.
+  Its ``model.pt`` stays (the other runs load
   it), its test metrics land in ``runs`` and its CPU measurement (:func:`helpers.granularity.measure_granularity`,
   variant ``dense``) in ``inference``: the baseline of both studies.
 - ``criteria`` (scenario ``conv<filter_sparsity>_linear0``; study 2, after Lajić, Peer and Emeršič,
@@ -22,7 +26,8 @@ one atomic step, ``result.json`` last), so :func:`helpers.results.collect` build
   run's ``criterion``, fine-tune with SGD (``finetune``: lr 1e-3, 1e-4, 1e-5 over equal thirds, batch 32,
   momentum 0.9, random rotation and horizontal flip; 10 epochs up to 10 classes, 20 above), see
   :func:`helpers.criteria.run_criteria_experiment`. ``runs`` gets the accuracy before pruning, right
-  after it and after fine-tuning; ``epochs`` the fine-tuning epochs (phase ``finetune``);
+  after it and after fine-tuning (``greedy_output_norm`` re-scores ``greedy_rescore: once`` or ``each``,
+  see :mod:`helpers.criteria`); ``epochs`` the fine-tuning epochs (phase ``finetune``);
   ``inference`` the compacted model's size, latency and MACs (variant ``compacted``).
 - ``granularity`` (scenario ``budget<b>``; study 3, after Gurram, Sindhura and Bandari, *A study on
   neural network pruning techniques for efficient model deployment*, 2025): load the dense model,
@@ -85,6 +90,7 @@ from helpers.train import (
 
 __all__ = [
     "STUDY_CRITERIA",
+    "DENSE_LR_SCHEDULES",
     "GRANULARITIES",
     "MODELS_WITHOUT_BATCHNORM",
     "SUBDIRS",
@@ -93,6 +99,8 @@ __all__ = [
     "run_one",
     "run_study",
     "slimming_hooks",
+    "slimming_penalty",
+    "dense_lr",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,6 +111,8 @@ STUDY_CRITERIA: tuple[str, ...] = CRITERIA + ("bn_slimming_l1",)
 #: Models of :data:`helpers.models.MODELS` without BatchNorm (no gamma for ``bn_slimming``).
 MODELS_WITHOUT_BATCHNORM: tuple[str, ...] = ("vgg16",)
 SUBDIRS: tuple[str, ...] = ("runs", "results", "figures", "notebooks")
+#: ``dense_lr_schedule`` values: ``lr`` throughout, or cosine-annealed to 0 over ``epochs`` (per epoch).
+DENSE_LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 # Keys that name the grid rather than one run's protocol; not copied into a run's parameters.
 _GRID_KEYS = ("name", "datasets", "models", "methods", "scenarios", "seeds", "out", "criteria", "granularities", "budgets")
@@ -117,6 +127,10 @@ def _run_id(run: Mapping[str, Any], label: str) -> str:
         keys += ["criterion", "filter_sparsity", "calibration_size", "finetune"]
     elif run["method"] == "granularity":
         keys += ["granularity", "budget", "finetune"]
+    if run.get("dense_lr_schedule", "constant") != "constant":
+        keys.append("dense_lr_schedule")
+    if run["method"] == "criteria" and run["criterion"] == "greedy_output_norm" and run.get("greedy_rescore", "once") != "once":
+        keys.append("greedy_rescore")
     blob = json.dumps({k: run[k] for k in keys}, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
     return f"{run['dataset']}-{run['model']}-{label}-{run['scenario']}-s{run['seed']}-{digest}"
@@ -365,6 +379,88 @@ def slimming_hooks(model: torch.nn.Module, slimming_lambda: float) -> list[Any]:
     return handles
 
 
+class _Hooked:
+    """A pruning method with an extra ``after_step`` / ``on_epoch_end``; everything else is the method's."""
+
+    def __init__(self, method: Any) -> None:
+        self._method = method
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._method, name)
+
+    def after_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self._method.after_step(model, optimizer)
+
+    def on_epoch_end(self, model: torch.nn.Module, optimizer: Any, epoch: int, epochs: int) -> Any:
+        return self._method.on_epoch_end(model, optimizer, epoch, epochs)
+
+
+class _DecoupledSlimming(_Hooked):
+    def __init__(self, method: Any, gammas: list[torch.Tensor], slimming_lambda: float) -> None:
+        super().__init__(method)
+        self._gammas, self._lambda = gammas, slimming_lambda
+
+    @torch.no_grad()
+    def after_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        for gamma in self._gammas:
+            gamma.sub_(lr * self._lambda * torch.sign(gamma))
+        self._method.after_step(model, optimizer)
+
+
+class _Scheduled(_Hooked):
+    def __init__(self, method: Any, lr: float, schedule: str) -> None:
+        super().__init__(method)
+        self._lr, self._schedule = lr, schedule
+
+    def on_epoch_end(self, model: torch.nn.Module, optimizer: Any, epoch: int, epochs: int) -> Any:
+        out = self._method.on_epoch_end(model, optimizer, epoch, epochs)
+        if optimizer is not None and epoch + 1 < epochs:  # the next epoch's rate, saved with the checkpoint
+            for group in optimizer.param_groups:
+                group["lr"] = dense_lr(self._lr, epoch + 1, epochs, self._schedule)
+        return out
+
+
+def dense_lr(lr: float, epoch: int, epochs: int, schedule: str = "constant") -> float:
+    """The companion dense training's learning rate in 0-based ``epoch``: ``lr`` (``constant``) or
+    ``lr * (1 + cos(pi * epoch / epochs)) / 2`` (``cosine``, Loshchilov & Hutter's SGDR without restarts)."""
+    if schedule not in DENSE_LR_SCHEDULES:
+        raise ValueError(f"unknown dense_lr_schedule {schedule!r}; expected one of {', '.join(DENSE_LR_SCHEDULES)}")
+    if schedule == "constant":
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def slimming_penalty(
+    model: torch.nn.Module, slimming_lambda: float, optimizer: torch.optim.Optimizer, method: Any
+) -> tuple[Any, list[Any]]:
+    """Network slimming's L1 penalty on every BatchNorm scale, applied as the SGD step Liu et al. took.
+
+    Liu et al. (2017) train with SGD and add ``lambda * sign(gamma)`` to each gamma's gradient before the
+    step. With ``torch.optim.SGD`` that is done here too (:func:`slimming_hooks`; momentum and weight
+    decay act on it as in their code). Adam and AdamW divide every gradient by its running RMS, so the
+    same sub-gradient would move gamma by about ``lr`` whatever ``lambda`` is; for them the penalty is
+    applied outside the optimizer instead, after each step: ``gamma -= lr * lambda * sign(gamma)`` (the
+    plain SGD step on the penalty, at the optimizer's current rate, like AdamW's decoupled weight decay).
+
+    Args:
+        model: the network being trained.
+        slimming_lambda: ``lambda`` of the penalty ``lambda * sum |gamma|``.
+        optimizer: its optimizer.
+        method: the pruning method whose ``after_step`` the training loop calls.
+
+    Returns:
+        ``(method, handles)``: the method to hand the training loop and the gradient hooks (remove each
+        with ``handle.remove()`` after training); with SGD the method is unchanged, otherwise it is
+        wrapped to take the decoupled step and ``handles`` is empty.
+    """
+    if isinstance(optimizer, torch.optim.SGD):
+        return method, slimming_hooks(model, slimming_lambda)
+    gammas = [m.weight for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None]  # fmt: skip
+    return _DecoupledSlimming(method, gammas, slimming_lambda), []
+
+
 def _augmenter(options: Mapping[str, Any]) -> Any:
     if not options["hflip"] and options["rotation_degrees"] == 0:
         return None
@@ -430,8 +526,11 @@ def _run_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple[d
         model = build_model(spec.model, data.num_classes, data.train_x.shape[1]).to(device)
         method = pruning.make_method("dense", None, seed=spec.seed)
         method.on_init(model)
-        handles = slimming_hooks(model, p["slimming_lambda"]) if p["slimming_lambda"] > 0 else []
         optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
+        handles: list[Any] = []
+        if p["slimming_lambda"] > 0:
+            method, handles = slimming_penalty(model, p["slimming_lambda"], optimizer, method)
+        method = _Scheduled(method, p["lr"], p.get("dense_lr_schedule", "constant"))
         try:
             result = fit(
                 model, optimizer, method, data, epochs=p["epochs"], batch_size=p["batch_size"],
@@ -491,7 +590,7 @@ def _run_criterion(spec: RunSpec, work: Path, model: torch.nn.Module, data: Data
         finetune_epochs=_finetune_epochs(spec, data), lrs=tuple(ft["lrs"]), batch_size=ft["batch_size"],
         momentum=ft["momentum"], rotation_degrees=ft["rotation_degrees"], hflip=ft["hflip"],
         calibration_size=p["calibration_size"], eval_batch_size=p["eval_batch_size"], seed=spec.seed,
-        model_name=spec.model, return_model=True,
+        model_name=spec.model, return_model=True, greedy_rescore=p.get("greedy_rescore", "once"),
     )  # fmt: skip
     write_csv_atomic(work / "epochs.csv", summarize_rows(_finetune_rows(spec, result["history"]), "epochs"))
     total, nonzero = count_params(pruned)

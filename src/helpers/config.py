@@ -119,6 +119,10 @@ DEFAULTS: dict[str, Any] = {
     "budgets": [0.5],
     "finetune": {"epochs": None, "lrs": [1e-3, 1e-4, 1e-5], "batch_size": 32, "momentum": 0.9, "hflip": True,
                  "rotation_degrees": 15.0},
+    # Companion studies (issue 15): greedy_output_norm's re-scoring (helpers.criteria.GREEDY_RESCORE) and
+    # the companion dense training's learning-rate schedule (helpers.companion.DENSE_LR_SCHEDULES).
+    "greedy_rescore": "once",
+    "dense_lr_schedule": "constant",
     "out": "outputs",
 }
 REQUIRED: tuple[str, ...] = ("name", "datasets", "models")
@@ -580,6 +584,11 @@ def _companion(out: dict[str, Any]) -> None:
     ft["momentum"] = _float("finetune.momentum", ft["momentum"], minimum=0.0, maximum=0.999)
     ft["hflip"] = _bool("finetune.hflip", ft["hflip"])
     ft["rotation_degrees"] = _float("finetune.rotation_degrees", ft["rotation_degrees"], minimum=0.0, maximum=180.0)
+    # issue 15 keys
+    from helpers.criteria import GREEDY_RESCORE
+
+    out["greedy_rescore"] = _choice("greedy_rescore", out["greedy_rescore"], GREEDY_RESCORE)
+    out["dense_lr_schedule"] = _choice("dense_lr_schedule", out["dense_lr_schedule"], companion.DENSE_LR_SCHEDULES)
     if out["study_kind"] == "criteria":
         needs_bn = [c for c in out["criteria"] if c.startswith("bn_slimming")]
         no_bn = [m for m in out["models"] if m in companion.MODELS_WITHOUT_BATCHNORM]

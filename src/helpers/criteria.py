@@ -48,6 +48,25 @@ Criteria (:data:`CRITERIA`); a lower score, or an earlier pick, is removed first
   consumer has more than ``max_positions`` output positions (image x pixel), ThiNet-style a seeded
   random subset is used and the Gram matrix scaled up to the full count.
 
+  Re-scoring (``greedy_rescore``, :data:`GREEDY_RESCORE`). Lajić et al. score a filter "after the
+  removal of the previous filter". Read literally, every pick is scored on the network with every
+  earlier pick already removed. Two readings are implemented:
+
+  - ``once`` (default; the faster): the contributions ``Y`` of every group are measured once, on the
+    unpruned network, and each group is grown with the Gram update above. Within a group this already
+    re-scores after each removal exactly wherever the consumers read the group's channels directly (a
+    plain convolution: checked against forward passes in the tests); what it does not see is that
+    removing filters in one layer changes the activations that later layers are scored on.
+  - ``each``: groups are pruned in model order, each on the network with all earlier groups' filters
+    already removed (masked), and every pick is scored on activations measured after the previous
+    pick was removed. For a single convolution the Gram update is exact, so one calibration pass per
+    group suffices. A residual group's channels are read at several depths of the residual stream,
+    where removing one channel also changes the blocks in between; there a new calibration pass follows
+    every removal, and channel ``j`` costs ``||D - Y_j||^2`` summed over the consumers, with ``D`` the
+    measured change of the consumers' outputs since the group's first removal and ``Y_j`` channel
+    ``j``'s contribution in the re-measured inputs (first order in the blocks between, exact at each
+    consumer). It costs one calibration pass per removed residual channel.
+
 Physical removal: the chosen channels are zeroed (filter weight and bias, and the following
 BatchNorm's affine weight and bias, in every member) and the model is compacted with
 :func:`helpers.pruning.compact` (torch-pruning), so the pruned model's logits equal the masked one's.
@@ -82,6 +101,7 @@ from helpers.transforms import augment_batch
 
 __all__ = [
     "CRITERIA",
+    "GREEDY_RESCORE",
     "Consumer",
     "UnknownCriterionError",
     "MissingBatchNormError",
@@ -99,6 +119,8 @@ __all__ = [
 ]
 
 CRITERIA: tuple[str, ...] = ("greedy_output_norm", "l1", "bn_slimming", "random", "taylor")
+#: How often ``greedy_output_norm`` re-measures the activations it scores on (see the module docstring).
+GREEDY_RESCORE: tuple[str, ...] = ("once", "each")
 
 # Entries of one chunk of ThiNet contributions (channels x positions x consumer outputs): bounds memory.
 _CHUNK_ELEMENTS = 1 << 24
@@ -326,23 +348,26 @@ def _consumer_inputs(model: nn.Module, names: set[str], x: torch.Tensor, batch_s
     return {name: torch.cat(parts) for name, parts in captured.items()}
 
 
-def _contribution_gram(
-    consumer: nn.Module, inputs: torch.Tensor, channels: int, block: int, max_positions: int, generator: torch.Generator
-) -> torch.Tensor:
-    """``G[c, d] = <Y_c, Y_d>`` of one consumer's per-channel output contributions (float64, CPU)."""
+def _consumer_rows(consumer: nn.Module, inputs: torch.Tensor, channels: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A consumer's input as ``rows[m, c, k]`` (positions m = image x output pixel, k taps or features
+    per channel) and its weight as ``w[o, c, k]``, so its bias-free output is ``einsum(mck,ock->mo)``."""
     weight = consumer.weight.detach().float()
     if isinstance(consumer, nn.Conv2d):
         k = weight.shape[2] * weight.shape[3]
         cols = F.unfold(inputs.float(), consumer.kernel_size, consumer.dilation, consumer.padding, consumer.stride)
         n, _, p = cols.shape
-        # positions m = (image, pixel); per channel its k kernel taps
         rows = cols.view(n, channels, k, p).permute(0, 3, 1, 2).reshape(n * p, channels, k)
-        w = weight.view(weight.shape[0], channels, k)
-        equation = "mck,ock->cmo"
-    else:
-        rows = inputs.float().reshape(inputs.shape[0], channels, block)
-        w = weight.view(weight.shape[0], channels, block)
-        equation = "mcb,ocb->cmo"
+        return rows, weight.view(weight.shape[0], channels, k)
+    rows = inputs.float().reshape(inputs.shape[0], channels, block)
+    return rows, weight.view(weight.shape[0], channels, block)
+
+
+def _contribution_gram(
+    consumer: nn.Module, inputs: torch.Tensor, channels: int, block: int, max_positions: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``G[c, d] = <Y_c, Y_d>`` of one consumer's per-channel output contributions (float64, CPU)."""
+    rows, w = _consumer_rows(consumer, inputs, channels, block)
+    equation = "mck,ock->cmo"
     total = rows.shape[0]
     scale = 1.0
     if total > max_positions:
@@ -366,6 +391,7 @@ def greedy_output_norm_order(
     max_positions: int = 4096,
     seed: int = 0,
     batch_size: int = 64,
+    rescore: str = "once",
 ) -> dict[str, list[int]]:
     """ThiNet's greedy removal order per conv group (see the module docstring for the definition).
 
@@ -377,14 +403,20 @@ def greedy_output_norm_order(
         max_positions: output positions per consumer beyond which a seeded random subset is used.
         seed: seeds that subset.
         batch_size: calibration images per forward pass.
+        rescore: ``once`` -- every group scored on the unpruned network's activations; ``each`` --
+            every pick scored on the network with all earlier picks removed (module docstring).
 
     Returns:
         conv group name -> the picked channels, in the order they were removed.
     """
+    if rescore not in GREEDY_RESCORE:
+        raise ValueError(f"unknown greedy_rescore {rescore!r}; expected one of {', '.join(GREEDY_RESCORE)}")
     x, _ = _calibration_parts(calibration, False, "greedy_output_norm")
     structure = structure or find_structure(model, x[:2])
     roots = [g.convs[0] for g in structure.conv_groups]
     consumers = find_consumers(model, roots, x[:2])
+    if rescore == "each":
+        return _greedy_each(model, x, counts, structure, consumers, max_positions, seed, batch_size)
     needed = {c.name for g in structure.conv_groups if counts.get(g.name, 0) > 0 for c in consumers[g.convs[0]]}
     inputs = _consumer_inputs(model, needed, x, batch_size)
     generator = torch.Generator().manual_seed(seed)
@@ -396,16 +428,96 @@ def greedy_output_norm_order(
             continue
         group_consumers = consumers[group.convs[0]]
         if not group_consumers:
-            raise ValueError(
-                f"conv group {group.name} has no layer that reads its channels, so greedy_output_norm cannot "
-                "measure the change its removal makes; use another criterion"
-            )
+            raise _no_consumer_error(group.name)
         gram = sum(
             _contribution_gram(model.get_submodule(c.name), inputs[c.name], group.channels, c.block, max_positions, generator)
             for c in group_consumers
         )
         orders[group.name] = _greedy_pick(gram, n_pick)
     return orders
+
+
+def _no_consumer_error(group_name: str) -> ValueError:
+    return ValueError(
+        f"conv group {group_name} has no layer that reads its channels, so greedy_output_norm cannot "
+        "measure the change its removal makes; use another criterion"
+    )
+
+
+def _greedy_each(
+    model: nn.Module,
+    x: torch.Tensor,
+    counts: Mapping[str, int],
+    structure: Structure,
+    consumers: Mapping[str, tuple[Consumer, ...]],
+    max_positions: int,
+    seed: int,
+    batch_size: int,
+) -> dict[str, list[int]]:
+    """``greedy_rescore: each``: groups in model order on a working copy masked as picks are made."""
+    work = copy.deepcopy(model).eval()
+    generator = torch.Generator().manual_seed(seed)
+    orders: dict[str, list[int]] = {}
+    for group in structure.conv_groups:
+        n_pick = counts.get(group.name, 0)
+        orders[group.name] = []
+        if n_pick == 0:
+            continue
+        group_consumers = consumers[group.convs[0]]
+        if not group_consumers:
+            raise _no_consumer_error(group.name)
+        names = {c.name for c in group_consumers}
+        inputs = _consumer_inputs(work, names, x, batch_size)
+        if len(group.convs) == 1:  # consumers read the channels directly: the Gram update is exact
+            gram = sum(
+                _contribution_gram(work.get_submodule(c.name), inputs[c.name], group.channels, c.block, max_positions,
+                                   generator)
+                for c in group_consumers
+            )  # fmt: skip
+            order = _greedy_pick(gram, n_pick)
+        else:
+            order = _greedy_remeasured(work, x, group, group_consumers, inputs, n_pick, structure, max_positions,
+                                       generator, batch_size)  # fmt: skip
+        mask_filters(work, {group.name: order}, structure)
+        orders[group.name] = order
+    return orders
+
+
+def _greedy_remeasured(work: nn.Module, x: torch.Tensor, group: Any, group_consumers: Sequence[Consumer],
+                       inputs: Mapping[str, torch.Tensor], n_pick: int, structure: Structure, max_positions: int,
+                       generator: torch.Generator, batch_size: int) -> list[int]:  # fmt: skip
+    """Pick ``n_pick`` channels of a residual group, re-measuring the consumers' inputs after each removal."""
+    keep: dict[str, torch.Tensor | None] = {}
+    reference: dict[str, torch.Tensor] = {}
+    for c in group_consumers:
+        rows, w = _consumer_rows(work.get_submodule(c.name), inputs[c.name], group.channels, c.block)
+        keep[c.name] = None
+        if rows.shape[0] > max_positions:
+            keep[c.name] = torch.randperm(rows.shape[0], generator=generator)[:max_positions].to(rows.device)
+            rows = rows[keep[c.name]]
+        reference[c.name] = torch.einsum("mck,ock->mo", rows, w)
+    removed = torch.zeros(group.channels, dtype=torch.bool)
+    order: list[int] = []
+    for step in range(n_pick):
+        if step > 0:
+            inputs = _consumer_inputs(work, set(reference), x, batch_size)
+        cost = torch.zeros(group.channels, dtype=torch.float64)
+        for c in group_consumers:
+            rows, w = _consumer_rows(work.get_submodule(c.name), inputs[c.name], group.channels, c.block)
+            if keep[c.name] is not None:
+                rows = rows[keep[c.name]]
+            change = torch.einsum("mck,ock->mo", rows, w) - reference[c.name]  # D
+            # ||D - Y_j||^2 = ||D||^2 - 2 <D, Y_j> + ||Y_j||^2, for every channel j at once
+            cross = ((change @ w.reshape(w.shape[0], -1)).view_as(rows) * rows).sum(dim=(0, 2))
+            kernel_gram = torch.einsum("ock,ocl->ckl", w, w)
+            own = torch.einsum("mck,ckl,mcl->c", rows, kernel_gram, rows)
+            cost += (change.square().sum() - 2.0 * cross + own).double().cpu()
+        cost[removed] = math.inf
+        j = int(torch.argmin(cost))
+        removed[j] = True
+        order.append(j)
+        mask_filters(work, {group.name: [j]}, structure)
+    return order
 
 
 def _greedy_pick(gram: torch.Tensor, n_pick: int) -> list[int]:
@@ -440,6 +552,7 @@ def select_filters(
     max_positions: int = 4096,
     batch_size: int = 64,
     model_name: str | None = None,
+    greedy_rescore: str = "once",
 ) -> dict[str, list[int]]:
     """The channels each conv group loses: exactly ``round(sparsity * C)``, at least one kept.
 
@@ -454,6 +567,7 @@ def select_filters(
         max_positions: see :func:`greedy_output_norm_order`.
         batch_size: calibration images per pass.
         model_name: the model's name, for error messages.
+        greedy_rescore: ``once`` or ``each``, for ``greedy_output_norm`` (see the module docstring).
 
     Returns:
         conv group name -> sorted removed channel indices.
@@ -468,7 +582,8 @@ def select_filters(
     counts = {g.name: units_removed(g.channels, sparsity, keep_one=True) for g in structure.conv_groups}
     if criterion == "greedy_output_norm":
         orders = greedy_output_norm_order(
-            model, calibration, counts, structure=structure, max_positions=max_positions, seed=seed, batch_size=batch_size
+            model, calibration, counts, structure=structure, max_positions=max_positions, seed=seed, batch_size=batch_size,
+            rescore=greedy_rescore,
         )
         return {name: sorted(order) for name, order in orders.items()}
     scores = filter_scores(
@@ -705,6 +820,7 @@ def run_criteria_experiment(
     seed: int = 0,
     model_name: str | None = None,
     return_model: bool = False,
+    greedy_rescore: str = "once",
 ) -> dict[str, Any] | tuple[dict[str, Any], nn.Module]:
     """Prune a trained model in one shot with ``criterion``, fine-tune it, and score each stage.
 
@@ -728,6 +844,7 @@ def run_criteria_experiment(
         seed: seeds calibration subset, ``random``, and fine-tuning.
         model_name: the model's name, for error messages and the result.
         return_model: also return the pruned, fine-tuned model.
+        greedy_rescore: ``once`` or ``each``, for ``greedy_output_norm`` (see the module docstring).
 
     Returns:
         A dict with ``criterion``, ``model``, ``sparsity``, ``finetune_epochs``; ``accuracy_before``,
@@ -759,7 +876,7 @@ def run_criteria_experiment(
     start = time.perf_counter()
     removed = select_filters(
         model, criterion, sparsity=sparsity, calibration=calibration, seed=seed, structure=structure,
-        max_positions=max_positions, model_name=model_name,
+        max_positions=max_positions, model_name=model_name, greedy_rescore=greedy_rescore,
     )  # fmt: skip
     pruned = prune_filters(model, removed, calibration[0][:2], structure)
     selection_time = time.perf_counter() - start
@@ -780,6 +897,7 @@ def run_criteria_experiment(
         "criterion": criterion,
         "model": model_name,
         "sparsity": sparsity,
+        "greedy_rescore": greedy_rescore if criterion == "greedy_output_norm" else "",
         "finetune_epochs": epochs,
         "accuracy_before": before["accuracy"],
         "accuracy_pruned": after_prune["accuracy"],

@@ -6,32 +6,92 @@ the data is not RGB, the first convolution resized to the data's channels. Weigh
 (torchvision's own initialisation) unless a local ImageNet state dict is given: the study's
 machines cannot reach model hubs, and a silent download would make runs differ by machine.
 
-All four models downsample by 32 (five stride-2 stages), so they need inputs of at least 32 x 32;
-smaller images (BloodMNIST at 28 px, digits at 8 px) are padded by ``helpers.data`` first.
+The four torchvision models downsample by 32 (five stride-2 stages), so they need inputs of at least
+32 x 32; smaller images (BloodMNIST at 28 px, digits at 8 px) are padded by ``helpers.data`` first.
+
+CIFAR-style variants (:data:`CIFAR_MODELS`) are the networks that CIFAR results such as Lajić, Peer and
+Emeršič's (2025) baselines (VGG16 93.2 %, ResNet18 94.4 %, ResNet50 95.0 % on CIFAR-10) come from; the
+ImageNet stem at 32 px throws away most of the image before the first block. They are torchvision's
+classes with the changes the CIFAR literature makes (He et al. 2016, Sec. 4.2; the VGG of Liu et al.'s
+network slimming and of Li et al.'s L1 filter pruning):
+
+- ``resnet18_cifar``, ``resnet50_cifar``: the 7 x 7 stride-2 stem and its max-pool become a 3 x 3
+  stride-1 convolution with no max-pool, so the network downsamples by 8 (three stride-2 stages): a 32 px
+  image reaches the last stage at 4 x 4. Smallest input 8 px.
+- ``vgg16_bn_cifar``: torchvision's ``vgg16_bn`` features (13 convolutions with BatchNorm, five
+  max-pools), then a global average pool to 512 features and a classifier 512 -> 512 -> 512 -> classes
+  (ReLU and dropout between, like torchvision's 25,088 -> 4,096 -> 4,096 one, so hidden neurons still
+  exist for the granularity study). At 32 px the pool sees 1 x 1, so the last convolution's channels
+  are the classifier's inputs one to one. Smallest input 32 px (five max-pools).
+
+Every block is a torchvision ``BasicBlock`` / ``Bottleneck`` or an ``nn.Sequential`` of the usual
+layers, so pruning structure (residual groups), compaction and every criterion treat them like the
+torchvision models.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 
-__all__ = ["MODELS", "build_model", "min_input_size", "UnknownModelError", "InputTooSmallError"]
+__all__ = [
+    "MODELS",
+    "CIFAR_MODELS",
+    "build_model",
+    "min_input_size",
+    "UnknownModelError",
+    "InputTooSmallError",
+]
 
-MODELS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
+#: CIFAR-style variants (3 x 3 stride-1 stem, no max-pool; VGG classifier at 512 inputs).
+CIFAR_MODELS: tuple[str, ...] = ("vgg16_bn_cifar", "resnet18_cifar", "resnet50_cifar")
+MODELS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50") + CIFAR_MODELS
 
-_BUILDERS = {
+
+def _resnet_cifar(builder: Callable[..., tvm.ResNet]) -> Callable[..., nn.Module]:
+    def build(*, weights: None, num_classes: int) -> nn.Module:
+        model = builder(weights=weights, num_classes=num_classes)
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
+        model.maxpool = nn.Identity()
+        return model
+
+    return build
+
+
+def _vgg16_bn_cifar(*, weights: None, num_classes: int) -> nn.Module:
+    model = tvm.vgg16_bn(weights=weights, num_classes=num_classes)
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.classifier = nn.Sequential(
+        nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(512, num_classes),
+    )  # fmt: skip
+    for m in model.classifier.modules():
+        if isinstance(m, nn.Linear):  # torchvision's VGG init
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 0)
+    return model
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": tvm.vgg16,
     "vgg16_bn": tvm.vgg16_bn,
     "resnet18": tvm.resnet18,
     "resnet50": tvm.resnet50,
+    "vgg16_bn_cifar": _vgg16_bn_cifar,
+    "resnet18_cifar": _resnet_cifar(tvm.resnet18),
+    "resnet50_cifar": _resnet_cifar(tvm.resnet50),
 }
 
 # Smallest square input each model accepts: five max-pools (VGG) floor 28 px to 0, and the
-# ResNets' five stride-2 stages leave BatchNorm with a single value per channel below 32 px.
-_MIN_INPUT = {name: 32 for name in MODELS}
+# ResNets' five stride-2 stages leave BatchNorm with a single value per channel below 32 px; the
+# CIFAR ResNets have three stride-2 stages (8 px).
+_MIN_INPUT = {name: 32 for name in MODELS} | {"resnet18_cifar": 8, "resnet50_cifar": 8}
 
 
 class UnknownModelError(ValueError):

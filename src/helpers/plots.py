@@ -45,6 +45,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import stats as scipy_stats
 
+from helpers.published import (
+    GRANULARITY_MEASURES,
+    PUBLISHED_CRITERIA,
+    PUBLISHED_CRITERIA_MODELS,
+    PUBLISHED_GRANULARITY,
+    model_family,
+)
+
 __all__ = [
     "METHOD_ORDER",
     "METHOD_PALETTE",
@@ -82,12 +90,16 @@ __all__ = [
     "GRANULARITY_PALETTE",
     "GRANULARITY_LABELS",
     "PUBLISHED_CRITERIA",
+    "PUBLISHED_GRANULARITY",
     "criteria_accuracy",
     "criteria_selection_time",
     "criteria_table",
     "published_criteria_table",
+    "criteria_vs_published",
     "granularity_tradeoffs",
     "granularity_table",
+    "granularity_ordering_table",
+    "granularity_rank_agreement",
 ]
 
 ID_COLUMNS: tuple[str, ...] = ("dataset", "model", "method", "scenario", "seed")
@@ -119,9 +131,13 @@ DATASET_LABELS: dict[str, str] = {
     "mvtec3d_cls": "MVTec 3D",
     "cifar10": "CIFAR-10",
     "cifar100": "CIFAR-100",
+    "imagenet": "ImageNet",
     "digits": "digits",
 }
-MODEL_LABELS: dict[str, str] = {"vgg16": "VGG16", "vgg16_bn": "VGG16-BN", "resnet18": "ResNet18", "resnet50": "ResNet50"}
+MODEL_LABELS: dict[str, str] = {
+    "vgg16": "VGG16", "vgg16_bn": "VGG16-BN", "resnet18": "ResNet18", "resnet50": "ResNet50",
+    "vgg16_bn_cifar": "VGG16-BN (CIFAR)", "resnet18_cifar": "ResNet18 (CIFAR)", "resnet50_cifar": "ResNet50 (CIFAR)",
+}  # fmt: skip
 
 SCENARIO_ORDER: tuple[str, ...] = ("uniform", "mixed", "linear_only")
 _SCENARIO_LABELS: dict[str, str] = {
@@ -1065,15 +1081,7 @@ GRANULARITY_LABELS: dict[str, str] = {
     "layer": "layer (blocks / convs)",
 }
 
-#: Lajić, Peer, Emeršič 2025, Tables 1 (CIFAR-10) and 2 (CIFAR-100): (dataset, model, criterion) ->
-#: (top-1 accuracy % after pruning 40 % of the filters and fine-tuning, source). Left empty on purpose:
-#: the paper was not at hand when this was written, and no number is entered from memory. Fill it from
-#: the paper's tables; :func:`published_criteria_table` shows the entries beside the study's numbers.
-PUBLISHED_CRITERIA: dict[tuple[str, str, str], tuple[float, str]] = {}
-_PUBLISHED_CRITERIA_SOURCE = {
-    "cifar10": "Lajić, Peer, Emeršič 2025, Table 1 (CIFAR-10): to be filled from the paper",
-    "cifar100": "Lajić, Peer, Emeršič 2025, Table 2 (CIFAR-100): to be filled from the paper",
-}
+# The published figures (PUBLISHED_CRITERIA, PUBLISHED_GRANULARITY) live in helpers.published, with sources.
 _PUBLISHED_CRITERIA_NAMES = ("greedy_output_norm", "l1", "bn_slimming")
 _STAGES = (("accuracy_before", "before\npruning"), ("accuracy_pruned", "right after\npruning"),
            ("accuracy_finetuned", "after\nfine-tuning"))  # fmt: skip
@@ -1200,30 +1208,117 @@ def criteria_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def published_criteria_table(runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Lajić et al.'s CIFAR-10 / CIFAR-100 accuracies after pruning and fine-tuning beside ours.
+    """Ours beside Lajić et al.'s Tables 1-3, led by the drop: per dataset, model and criterion, the accuracy
+    lost from before pruning to after fine-tuning (percentage points), then the two accuracies, for this
+    study (mean over seeds) and as published.
 
-    One row per CIFAR dataset x model (VGG16-BN, ResNet18, ResNet50) x criterion of the paper (greedy
-    output norm, L1, BN slimming): ``ours (%)`` is this study's accuracy after fine-tuning (mean over
-    seeds; NaN where the study did not run it), ``published (%)`` and ``source`` come from
-    :data:`PUBLISHED_CRITERIA` (NaN and "to be filled" until the paper's tables are entered).
+    The drop leads because it is what carries over between training budgets: a dense model trained for
+    fewer epochs, or on other data, starts elsewhere, but how much 40 % of its filters cost after
+    fine-tuning is comparable. Rows: every published dataset x model family (VGG16, ResNet18, ResNet50),
+    and every dataset x model this study ran (its model named in ``our model``; ``vgg16_bn_cifar`` is
+    compared with the paper's VGG16, see :func:`helpers.published.model_family`). Criteria: the paper's
+    three (greedy output norm, L1, BN slimming without the L1 penalty), then this study's others. NaN
+    where one side has no figure. Published figures: :data:`helpers.published.PUBLISHED_CRITERIA`.
     """
-    ours = pd.DataFrame()
+    ours = pd.DataFrame(columns=["dataset", "model", "criterion", "accuracy_before", "accuracy_finetuned"])
     if runs is not None and "criterion" in runs.columns:
         ours = runs[(runs["method"] == "criteria") & (runs["status"] == "completed")]
+    cases: dict[tuple[str, str], str] = {}  # (dataset, our model or published family) -> family
+    for dataset, family, _ in PUBLISHED_CRITERIA:
+        cases.setdefault((dataset, family), family)
+    for dataset, model in zip(ours["dataset"], ours["model"]):
+        cases.pop((dataset, model_family(model)), None)
+        cases[(dataset, model)] = model_family(model)
+    datasets = _ordered_present([d for d, _ in cases], list(DATASET_LABELS))
     rows = []
-    for dataset in ("cifar10", "cifar100"):
-        for model in ("vgg16_bn", "resnet18", "resnet50"):
-            for criterion in _PUBLISHED_CRITERIA_NAMES:
-                mine = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["criterion"] == criterion)] \
-                    if len(ours) else ours  # fmt: skip
-                value = mean_interval(pd.to_numeric(mine["accuracy_finetuned"], errors="coerce") * 100.0)[0] \
-                    if len(mine) else math.nan  # fmt: skip
-                published, source = PUBLISHED_CRITERIA.get((dataset, model, criterion),
-                                                            (math.nan, _PUBLISHED_CRITERIA_SOURCE[dataset]))  # fmt: skip
-                rows.append({"dataset": _label("dataset", dataset), "model": _label("model", model),
-                             "criterion": criterion, "ours (%)": round(value, 2) if np.isfinite(value) else math.nan,
-                             "published (%)": published, "source": source})  # fmt: skip
+    for dataset in datasets:
+        for (d, model), family in sorted(((k, v) for k, v in cases.items() if k[0] == dataset),
+                                         key=lambda kv: (_family_rank(kv[1]), kv[0][1])):  # fmt: skip
+            mine = ours[(ours["dataset"] == d) & (ours["model"] == model)]
+            criteria = list(_PUBLISHED_CRITERIA_NAMES) + [c for c in _ordered_present(mine["criterion"], CRITERION_ORDER)
+                                                          if c not in _PUBLISHED_CRITERIA_NAMES]  # fmt: skip
+            before_pub = PUBLISHED_CRITERIA.get((dataset, family, "pre_pruning"), (math.nan, ""))[0]
+            for criterion in criteria:
+                sel = mine[mine["criterion"] == criterion]
+                before = mean_interval(pd.to_numeric(sel["accuracy_before"], errors="coerce") * 100.0)[0] if len(sel) else math.nan
+                after = mean_interval(pd.to_numeric(sel["accuracy_finetuned"], errors="coerce") * 100.0)[0] if len(sel) else math.nan
+                after_pub, source = PUBLISHED_CRITERIA.get((dataset, family, criterion), (math.nan, ""))
+                rows.append({
+                    "dataset": _label("dataset", dataset), "model": MODEL_LABELS.get(family, family),
+                    "our model": _label("model", model) if model in MODEL_LABELS and len(mine) else "",
+                    "criterion": criterion,
+                    "drop, ours (pp)": _round(before - after), "drop, published (pp)": _round(before_pub - after_pub),
+                    "before, ours (%)": _round(before), "before, published (%)": before_pub,
+                    "after fine-tuning, ours (%)": _round(after), "after fine-tuning, published (%)": after_pub,
+                    "source": source,
+                })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _round(value: float, digits: int = 2) -> float:
+    return round(float(value), digits) if np.isfinite(value) else math.nan
+
+
+def _family_rank(family: str) -> int:
+    order = list(PUBLISHED_CRITERIA_MODELS)
+    return order.index(family) if family in order else len(order)
+
+
+def criteria_vs_published(runs: pd.DataFrame | None, figures_dir: str | Path) -> Figure:
+    """The accuracy each criterion costs (before pruning minus after fine-tuning, percentage points),
+    ours beside Lajić et al.'s, per dataset and model: the drop leads (bars); each panel's title gives
+    the accuracy before pruning, ours and published. Ours are solid bars, published ones hatched and
+    lighter; an empty slot is a figure that one side does not have. Drawn from
+    :func:`published_criteria_table`.
+    """
+    table = published_criteria_table(runs)
+    table = table[table[["drop, ours (pp)", "drop, published (pp)"]].notna().any(axis=1)]
+    panels = list(dict.fromkeys(zip(table["dataset"], table["model"], table["our model"])))
+    columns = min(3, len(panels))
+    rows_n = math.ceil(len(panels) / columns)
+    with _theme():
+        fig, axes = plt.subplots(rows_n, columns, squeeze=False, layout="constrained",
+                                 figsize=(4.0 * columns, 3.0 * rows_n))  # fmt: skip
+        criteria_seen: list[str] = []
+        for ax, (dataset, model, ours_model) in zip(axes.flat, panels):
+            panel = table[(table["dataset"] == dataset) & (table["model"] == model) & (table["our model"] == ours_model)]
+            xs = np.arange(len(panel))
+            for x, (_, row) in zip(xs, panel.iterrows()):
+                colour = CRITERION_PALETTE.get(row["criterion"], "#999999")
+                if np.isfinite(row["drop, ours (pp)"]):
+                    ax.bar(x - 0.2, row["drop, ours (pp)"], width=0.4, color=colour, edgecolor="black", linewidth=0.5)
+                if np.isfinite(row["drop, published (pp)"]):
+                    ax.bar(x + 0.2, row["drop, published (pp)"], width=0.4, color=colour, alpha=0.45, hatch="///",
+                           edgecolor="black", linewidth=0.5)  # fmt: skip
+                criteria_seen.append(row["criterion"])
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xticks(xs)
+            ax.set_xticklabels([_short_criterion(c) for c in panel["criterion"]], rotation=30, ha="right")
+            ax.set_ylabel("accuracy drop (pp)")
+            ax.grid(axis="x", visible=False)
+            before_ours = pd.to_numeric(panel.loc[panel["criterion"] != "bn_slimming_l1", "before, ours (%)"]).dropna()
+            before_pub = pd.to_numeric(panel["before, published (%)"]).dropna()
+            ours_txt = f"{before_ours.mean():.1f} %" if len(before_ours) else "–"
+            pub_txt = f"{before_pub.iloc[0]:.1f} %" if len(before_pub) else "–"
+            name = f"{model}" + (f" (ours: {ours_model})" if ours_model and ours_model != model else "")
+            ax.set_title(f"{dataset} / {name}\nbefore pruning: ours {ours_txt}, published {pub_txt}", fontsize="small")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.remove()
+        criteria = _ordered_present(criteria_seen, CRITERION_ORDER)
+        handles = [Patch(facecolor=CRITERION_PALETTE.get(c, "#999999"), edgecolor="black", linewidth=0.5) for c in criteria]
+        labels = [CRITERION_LABELS.get(c, c) for c in criteria]
+        handles += [Patch(facecolor="white", edgecolor="black", linewidth=0.5),
+                    Patch(facecolor="white", edgecolor="black", linewidth=0.5, hatch="///")]  # fmt: skip
+        labels += ["ours (left bar)", "published (right bar, hatched)"]
+        _legend_outside(fig, handles, labels, "criterion")
+        _suptitle(fig, "Criteria study beside Lajić et al. 2025 (Tables 1-3): test accuracy lost from before pruning "
+                       "to after fine-tuning, 40 % of the filters removed in one shot (lower is better)")
+    save_figure(fig, figures_dir, "criteria_vs_published")
+    return fig
+
+
+def _short_criterion(criterion: str) -> str:
+    return {"greedy_output_norm": "greedy", "bn_slimming": "BN |γ|", "bn_slimming_l1": "BN |γ| + L1"}.get(criterion, criterion)
 
 
 def _granularity_frame(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
@@ -1340,3 +1435,99 @@ def granularity_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFra
                 row["removed (%)"] = 0.0 if granularity == "dense" else round(100 * mean_interval(achieved)[0], 1)
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Gurram et al.'s measures -> the column of :func:`_granularity_frame` that measures it here.
+_ORDERING_MEASURES: dict[str, tuple[str, str]] = {
+    "size": ("size_mb", "size on disk"),
+    "inference_time": ("latency_ms", "CPU time per image"),
+    "test_accuracy": ("accuracy_pct", "test accuracy"),
+}
+
+
+def granularity_ordering_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
+    """Gurram et al.'s ordering of the granularities beside ours, per measure (size, time, accuracy).
+
+    One row per case (dataset, model, budget) x measure x granularity, with the published value and
+    rank and ours (mean over seeds) and rank; rank 1 is the best (smallest, fastest, most accurate;
+    ties share the lower rank). Only granularities that ran in the case are ranked, on both sides, and
+    the dense model is left out: the question is the order of the granularities. Gurram et al. name
+    neither model nor dataset, so their values are not comparable with ours; their order is.
+    """
+    data = _granularity_frame(runs, inference)
+    data = data[(data["method"] == "granularity") & (data["status"] == "completed")]
+    rows = []
+    for (dataset, model, budget), case in data.groupby(["dataset", "model", "budget"], sort=False):
+        granularities = [g for g in GRANULARITY_ORDER if g in set(case["granularity"])]
+        for measure, (column, _) in _ORDERING_MEASURES.items():
+            better = GRANULARITY_MEASURES[measure][1]
+            ours = pd.Series({g: mean_interval(case.loc[case["granularity"] == g, column])[0] for g in granularities})
+            published = pd.Series({g: PUBLISHED_GRANULARITY[(g, measure)][0] for g in granularities})
+            ascending = better == "lower"
+            our_rank = ours.rank(ascending=ascending, method="min")
+            pub_rank = published.rank(ascending=ascending, method="min")
+            for g in granularities:
+                rows.append({
+                    "dataset": _label("dataset", dataset), "model": _label("model", model),
+                    "budget (%)": 100 * float(budget), "measure": measure, "granularity": g,
+                    "published": published[g], "published unit": GRANULARITY_MEASURES[measure][0],
+                    "published rank": int(pub_rank[g]), "ours": _round(ours[g], 3),
+                    "ours rank": int(our_rank[g]) if np.isfinite(ours[g]) else math.nan,
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _kendall(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (dataset, model, budget, measure), group in table.groupby(["dataset", "model", "budget (%)", "measure"], sort=False):
+        group = group.dropna(subset=["ours rank"])
+        tau = scipy_stats.kendalltau(group["published rank"], group["ours rank"]).statistic if len(group) > 1 else math.nan
+        rows.append({"dataset": dataset, "model": model, "budget (%)": budget, "measure": measure,
+                     "kendall_tau": _round(tau, 3), "granularities": len(group)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def granularity_rank_agreement(runs: pd.DataFrame, inference: pd.DataFrame, figures_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
+    """Does our ordering of the granularities agree with Gurram et al.'s? One panel per measure (size,
+    CPU time, accuracy): each granularity at (published rank, our rank), one colour per case (dataset,
+    model, budget), the diagonal is perfect agreement; Kendall's tau-b per case in the legend.
+
+    Returns:
+        The figure, and the table of Kendall's tau per case and measure (``kendall_tau``, and
+        ``granularities``: how many were ranked; with 4-5 points tau moves in steps of 0.2-0.33).
+    """
+    table = granularity_ordering_table(runs, inference)
+    if table.empty:
+        raise ValueError("granularity_rank_agreement: no completed granularity runs to rank")
+    taus = _kendall(table)
+    cases = list(dict.fromkeys(zip(table["dataset"], table["model"], table["budget (%)"])))
+    colours = dict(zip(cases, sns.color_palette("colorblind", max(len(cases), 1)).as_hex()))
+    n_max = int(table["published rank"].max())
+    with _theme():
+        fig, axes = plt.subplots(1, len(_ORDERING_MEASURES), squeeze=False, layout="constrained", figsize=(3.6 * 3, 3.6))
+        for ax, (measure, (_, label)) in zip(axes[0], _ORDERING_MEASURES.items()):
+            ax.plot([0.5, n_max + 0.5], [0.5, n_max + 0.5], color="#8c8c8c", linestyle="--", linewidth=1, zorder=0)
+            for k, case in enumerate(cases):
+                rows = table[(table["measure"] == measure) & (table["dataset"] == case[0]) & (table["model"] == case[1])
+                             & (table["budget (%)"] == case[2])].dropna(subset=["ours rank"])  # fmt: skip
+                jitter = (k - (len(cases) - 1) / 2) * 0.08
+                tau = taus[(taus["measure"] == measure) & (taus["dataset"] == case[0]) & (taus["model"] == case[1])
+                           & (taus["budget (%)"] == case[2])]["kendall_tau"].iloc[0]  # fmt: skip
+                ax.scatter(rows["published rank"] + jitter, rows["ours rank"] + jitter, color=colours[case], s=36,
+                           edgecolor="black", linewidth=0.5, label=f"{case[0]} / {case[1]} / {case[2]:g} %: τ = {tau:.2f}")  # fmt: skip
+                for _, row in rows.iterrows():
+                    ax.annotate(row["granularity"], (row["published rank"] + jitter, row["ours rank"] + jitter),
+                                fontsize=6, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.set_xlim(0.5, n_max + 0.5)
+            ax.set_ylim(n_max + 0.5, 0.5)
+            ax.set_xticks(range(1, n_max + 1))
+            ax.set_yticks(range(1, n_max + 1))
+            ax.set_xlabel("Gurram et al.'s rank (1 = best)")
+            ax.set_ylabel("our rank (1 = best)")
+            ax.set_title(label, fontsize="small")
+            ax.legend(fontsize=6, loc="lower left", frameon=True)
+        _suptitle(fig, "Granularity study beside Gurram et al. 2025: the order of the granularities by size, time and "
+                       "accuracy (their model and dataset are not named, so only the order is compared; Kendall's τ, "
+                       "1 = same order, -1 = reversed)")
+    save_figure(fig, figures_dir, "granularity_rank_agreement")
+    return fig, taus
