@@ -1,5 +1,6 @@
 """The two install routes (pip via pyproject.toml, conda via environment.yml) list the same packages and the
-Pythons the README promises; the Makefile tries those Pythons, newest first; CI runs the README's command on the oldest."""
+Pythons the README promises; the Makefile tries those Pythons, newest first; CI runs the README's command on
+the oldest."""
 
 from __future__ import annotations
 
@@ -76,11 +77,13 @@ def test_readme_promises_consecutive_pythons():
 def test_requires_python_is_what_the_readme_promises():
     with open(ROOT / "pyproject.toml", "rb") as fh:
         project = tomllib.load(fh)["project"]
-    assert _minors_allowed(project["requires-python"]) == _readme_pythons(), (
-        f"pyproject.toml requires-python {project['requires-python']!r} admits {_minors_allowed(project['requires-python'])}, "
+    requires = project["requires-python"]
+    assert _minors_allowed(requires) == _readme_pythons(), (
+        f"pyproject.toml requires-python {requires!r} admits {_minors_allowed(requires)}, "
         f"the README promises {_readme_pythons()}"
     )
-    classified = [c.rsplit(" :: ", 1)[1] for c in project.get("classifiers", []) if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    versioned = r"Programming Language :: Python :: 3\.\d+"
+    classified = [c.rsplit(" :: ", 1)[1] for c in project.get("classifiers", []) if re.fullmatch(versioned, c)]
     assert classified == _readme_pythons(), f"classifiers say {classified}, the README {_readme_pythons()}"
 
 
@@ -113,7 +116,8 @@ def _fake_bin(tmp_path: Path, working: list[str], broken: list[str]) -> Path:
     for version in working:
         (bin_dir / f"python{version}").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     for version in broken:
-        (bin_dir / f"python{version}").write_text(f"#!/bin/sh\necho 'pyenv: python{version}: command not found' >&2\nexit 127\n")
+        shim = f"#!/bin/sh\necho 'pyenv: python{version}: command not found' >&2\nexit 127\n"
+        (bin_dir / f"python{version}").write_text(shim)
     for path in bin_dir.iterdir():
         path.chmod(0o755)
     return bin_dir
@@ -166,7 +170,8 @@ def test_ci_runs_the_readme_test_command():
 def test_ci_stays_on_the_oldest_supported_python():
     ci = (ROOT / ".ci" / "run").read_text()
     exports = re.findall(r"^\s*export\s+(\w+)=(\S+)\s*$", ci, re.M)
-    assert exports == [("PYTHON", f"python{_readme_pythons()[0]}")], f".ci/run must export only PYTHON=python{_readme_pythons()[0]}, found {exports}"
+    oldest = f"python{_readme_pythons()[0]}"
+    assert exports == [("PYTHON", oldest)], f".ci/run must export only PYTHON={oldest}, found {exports}"
 
 
 def test_committed_notebooks_have_no_outputs():

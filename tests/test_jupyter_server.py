@@ -146,7 +146,8 @@ class Kernel:
     def __init__(self, server: Server, kernel_id: str):
         self.session = uuid.uuid4().hex
         ws_url = server.url.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?session_id={self.session}"
-        self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {server.token}"], timeout=CELL_TIMEOUT)
+        auth = [f"Authorization: token {server.token}"]
+        self.ws = websocket.create_connection(ws_url, header=auth, timeout=CELL_TIMEOUT)
 
     def close(self) -> None:
         self.ws.close()
