@@ -22,7 +22,7 @@ def _error(params: dict, overrides=()) -> str:
     return message
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper", "bloodmnist_cpu"])
 def test_profiles_validate(profile):
     params = load_params(ROOT / "params" / f"{profile}.yaml")
     assert params["name"] == profile
@@ -37,6 +37,9 @@ def test_paper_profile_encodes_the_protocol():
     assert [s["name"] for s in p["scenarios"]] == ["uniform", "mixed", "linear_only"]
     assert (p["epochs"], p["batch_size"], p["lr"], p["optimizer"], p["device"]) == (50, 64, 1e-4, "adam", "cuda")
     assert p["seeds"] == [0, 1, 2]
+    # the paper trained masked networks, and its SET differs from in-training only by the initialisation
+    assert (p["training_form"], p["set_allocation"]) == ("masked", "scenario")
+    assert {s.params["training_form"] for s in expand_grid(p)} == {"masked"}
 
 
 def test_defaults_fill_in():
@@ -170,3 +173,42 @@ def test_resolved_params_reload_to_the_same_grid(tmp_path):
     path.write_text(yaml.safe_dump(p.to_dict()))
     again = load_params(path)
     assert [s.run_id for s in expand_grid(again)] == [s.run_id for s in expand_grid(p)]
+
+
+def test_a_list_of_training_forms_runs_both_side_by_side_with_the_form_in_the_id():
+    single = {s.run_id for s in expand_grid(load_params({**BASE, "training_form": "compacted"}))}
+    both = expand_grid(load_params({**BASE, "scenarios": ["uniform", "linear_only"], "training_form": ["masked", "compacted"]}))
+    pruned = [s for s in both if s.method != "dense"]
+    # uniform trains both ways; linear_only removes no filter, so compacted is masked there: one run
+    assert sorted((s.scenario, s.params["training_form"]) for s in pruned) == [
+        ("linear_only", "masked"), ("uniform", "compacted"), ("uniform", "masked")]
+    assert all(f"-{s.params['training_form']}-s0-" in s.run_id for s in pruned)
+    assert len([s for s in both if s.method == "dense"]) == 1  # one dense baseline, its id unchanged
+    # a single form (string or one-element list) keeps today's ids
+    assert {s.run_id for s in expand_grid(load_params({**BASE, "training_form": ["compacted"]}))} == single
+    assert "training_form 'compact'" in _error({**BASE, "training_form": ["masked", "compact"]})
+
+
+def test_set_allocation_is_validated_and_enters_only_sets_run_ids():
+    base = {**BASE, "methods": ["set", "in_training"]}
+    ids = {s.method: s.run_id for s in expand_grid(load_params(base))}
+    erk = {s.method: s.run_id for s in expand_grid(load_params({**base, "set_allocation": "erk"}))}
+    assert load_params(base)["set_allocation"] == "scenario"
+    assert erk["set"] != ids["set"] and erk["in_training"] == ids["in_training"] and erk["dense"] == ids["dense"]
+    assert "set_allocation 'erx'" in _error({**base, "set_allocation": "erx"})
+
+
+def test_model_options_give_each_model_its_own_budget_and_seeds():
+    p = load_params({**BASE, "models": ["resnet18", "vgg16"], "methods": ["post_training"], "seeds": [0, 1],
+                     "train_subset": 500, "model_options": {"vgg16": {"train_subset": 100, "seeds": [0], "epochs": 2}}})
+    specs = expand_grid(p)
+    vgg = [s for s in specs if s.model == "vgg16"]
+    resnet = [s for s in specs if s.model == "resnet18"]
+    assert {s.seed for s in vgg} == {0} and {s.seed for s in resnet} == {0, 1}
+    assert {(s.params["train_subset"], s.params["epochs"]) for s in vgg} == {(100, 2)}
+    assert {(s.params["train_subset"], s.params["epochs"]) for s in resnet} == {(500, 50)}
+    for spec in specs:  # the dense run that post_training reuses has the same budget
+        if spec.method == "post_training":
+            assert dense_twin(spec).run_id == spec.dense_run_id
+    assert "model_options names 'vgg16'" in _error({**BASE, "model_options": {"vgg16": {}}})
+    assert "epohcs" in _error({**BASE, "model_options": {"resnet18": {"epohcs": 2}}})
