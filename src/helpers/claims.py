@@ -33,11 +33,16 @@ With a point value the point decides, and the reason says that no interval exist
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
+from helpers.results import load_tables, write_csv_atomic
 
 __all__ = [
     "CLAIMS",
@@ -49,6 +54,7 @@ __all__ = [
     "SAME_LATENCY_S",
     "MEASURED_ENERGY",
     "evaluate_claims",
+    "write_claims",
     "paired_interval",
 ]
 
@@ -98,8 +104,6 @@ def paired_interval(differences: Iterable[float], *, what: str = "seeds") -> _St
     mean = float(d.mean())
     if d.size < 2:
         return _Stat(mean, math.nan, math.nan, 1, "point value (one pair: no interval)")
-    from scipy import stats
-
     half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
     return _Stat(mean, mean - half, mean + half, int(d.size), f"95 % paired t-interval over {d.size} {what}")
 
@@ -216,8 +220,6 @@ def _energy_claim(runs: pd.DataFrame, dataset: str, model: str) -> list[dict]:
 
 
 def _time_claim(runs: pd.DataFrame, dataset: str, model: str) -> dict:
-    from scipy import stats
-
     dense = _by_seed(runs, "train_time_s", method="dense")
     sets = runs[runs["method"] == "set"]
     flags = [float(t) <= dense[int(s)] for s, t in zip(sets["seed"], sets["train_time_s"]) if int(s) in dense]
@@ -336,3 +338,20 @@ def evaluate_claims(runs: pd.DataFrame, inference: pd.DataFrame | None = None, *
         rows.append(_model_energy_claim(data_runs, dataset))
     table = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
     return table.sort_values(["claim_id", "dataset", "model", "scope"], kind="stable").reset_index(drop=True)
+
+
+def write_claims(study_dir: str | os.PathLike, tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Evaluate the claims on a study's tables and write ``<study>/results/claims.csv`` (atomically).
+
+    Args:
+        study_dir: the study folder.
+        tables: its tables (``runs``, ``inference``); read from ``results/`` when not given.
+
+    Returns:
+        The claims table.
+    """
+    study_dir = Path(study_dir)
+    tables = tables if tables is not None else load_tables(study_dir)
+    claims = evaluate_claims(tables["runs"], tables.get("inference"))
+    write_csv_atomic(study_dir / "results" / "claims.csv", claims)
+    return claims

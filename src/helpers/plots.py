@@ -1531,3 +1531,45 @@ def granularity_rank_agreement(runs: pd.DataFrame, inference: pd.DataFrame, figu
                        "1 = same order, -1 = reversed)")
     save_figure(fig, figures_dir, "granularity_rank_agreement")
     return fig, taus
+
+
+# -------------------------------------------------------------------------------- the paper's claims
+
+_VERDICT_COLOURS = {"holds": "#1b7837", "does not hold": "#b2182b", "inconclusive": "#999999", "untestable here": "#ffffff"}
+
+
+def claims_verdicts(claims: pd.DataFrame, figures_dir: str | Path | None = None) -> Figure:
+    """One cell per claim x (dataset, model, scope), coloured by verdict: where the paper's findings hold here.
+
+    Args:
+        claims: the claims table (``results/claims.csv``, :func:`helpers.claims.evaluate_claims`).
+        figures_dir: where to save ``claims_verdicts.png|svg``; not saved when None.
+    """
+    _require(claims, ("claim_id", "dataset", "model", "scope", "verdict"), "claims")
+    table = claims.assign(case=claims["dataset"] + " · " + claims["model"] + " · " + claims["scope"].astype(str))
+    ids = sorted(table["claim_id"].unique(), key=lambda c: (int("".join(ch for ch in c if ch.isdigit())), c))
+    cases = sorted(table["case"].unique())
+    with _theme():
+        fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(ids), 1.0 + 0.28 * len(cases)), layout="constrained")
+        for i, claim in enumerate(ids):
+            for j, case in enumerate(cases):
+                row = table[(table["claim_id"] == claim) & (table["case"] == case)]
+                if row.empty:
+                    continue
+                verdict = row["verdict"].iloc[0]
+                ax.add_patch(plt.Rectangle((i, j), 1, 1, facecolor=_VERDICT_COLOURS[verdict], edgecolor="#444444",
+                                           hatch="//" if verdict == "untestable here" else None))
+        ax.set_xlim(0, len(ids))
+        ax.set_ylim(len(cases), 0)
+        ax.set_xticks([i + 0.5 for i in range(len(ids))], ids)
+        ax.set_yticks([j + 0.5 for j in range(len(cases))], cases, fontsize=7)
+        ax.set_xlabel("claim (helpers.claims.CLAIMS)")
+        counts = table["verdict"].value_counts()
+        handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#444444", hatch="//" if v == "untestable here" else None)
+                   for v, c in _VERDICT_COLOURS.items()]
+        ax.legend(handles, [f"{v} ({int(counts.get(v, 0))})" for v in _VERDICT_COLOURS], loc="upper left",
+                  bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+        ax.set_title("The paper's claims on this study's runs")
+    if figures_dir is not None:
+        save_figure(fig, figures_dir, "claims_verdicts")
+    return fig

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from helpers.claims import write_claims
 from helpers.config import ParamsError, RunSpec, StudyParams, dense_twin, expand_grid, load_params, study_dir
 from helpers.measure import (
     EnergyMeter,
@@ -231,6 +232,7 @@ def run_study(
     pending = [spec for spec in specs if not is_finished(study, spec.run_id)]
     executor.run(pending, study, progress=progress, desc=f"study {params['name']}")
     collect(study, run_ids=[s.run_id for s in specs])
+    write_claims(study)
     return study
 
 

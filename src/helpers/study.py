@@ -49,6 +49,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "02_test_accuracy.ipynb",
     "03_inference.ipynb",
     "04_energy.ipynb",
+    "07_claims.ipynb",
 )
 
 #: The notebooks of each kind of study (the study file's ``study_kind`` key): the primary study runs
