@@ -63,8 +63,12 @@ FILE_MODE = 0o666 & ~_umask()
 class WriteFailedError(OSError):
     """A file could not be written; the previous file at that path, if any, is unchanged.
 
-    ``errno`` is the underlying error's (``ENOSPC``, ``EDQUOT``, ``EACCES``, ...), ``filename`` the path.
+    ``errno`` is the underlying error's (``ENOSPC``, ``EDQUOT``, ``EACCES``, ...), ``filename`` the path;
+    ``str()`` is the one-line message alone.
     """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DamagedFileError(ValueError):
@@ -141,9 +145,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any], mode: str
 def scrub_unsafe_advice(text: str) -> str:
     """``text`` without any sentence that advises loading with ``weights_only=False`` (unsafe: it runs
     code from the file)."""
-    sentences = re.split(r"(?<=[.!?])\s+", text)
-    kept = [s for s in sentences if not ("weights_only" in s and "False" in s)]
-    return " ".join(kept)
+    lines = []
+    for line in text.split("\n"):
+        sentences = re.split(r"(?<=[.!?])[ \t]+", line)
+        kept = [s for s in sentences if not ("weights_only" in s and "False" in s)]
+        if kept or not line:
+            lines.append(" ".join(kept))
+    return "\n".join(lines)
 
 
 def describe_read_error(exc: BaseException) -> str:
