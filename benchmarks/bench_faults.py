@@ -6,10 +6,12 @@ left (temporary files, checkpoints, ``trained.pt``, work folders, ``error.json``
 set aside under ``runs/.damaged/``, and whether the final test metrics (and every epoch's train / val
 metrics) equal those of an uninterrupted run of the same grid with the same seeds.
 
-Kill moments: ``kills`` points drawn uniformly (seeded) in ``(0, fraction * T)``, T the uninterrupted
-grid's wall time, sorted; process ``i`` is killed ``startup + (t_i - t_{i-1})`` seconds after it starts
-(``startup``: the wall time of the command on a finished grid, i.e. imports, data and tables), so each
-process gets about as far as the uninterrupted one did between two moments, minus what a kill loses.
+The uninterrupted grid runs in this process (:func:`helpers.runner.run_study`; T its wall time), the
+faulted one as the README's command, ``python -m helpers train``, in child processes. Kill moments:
+``kills`` points drawn uniformly (seeded) in ``(0, fraction * T)``, sorted; process ``i`` is killed
+``t_i - t_{i-1}`` seconds after its work began (it writes the study's ``params.json`` once imports, data
+and checks are done), so each process gets about as far as the uninterrupted grid did between two
+moments, less what a kill loses.
 Then one more process is killed as soon as a run has finished and another has written its first epoch's
 checkpoint; that checkpoint is overwritten with 100 random bytes and a finished run's ``result.json``
 with ``{broken``; the same command runs once more, to the end.
@@ -73,18 +75,24 @@ def _write_params(folder: Path, params: dict[str, Any]) -> Path:
     return path
 
 
-def _run_to_end(params_path: Path, timeout: float) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.perf_counter()
-    done = subprocess.run(_command(params_path), cwd=ROOT, env=_env(), capture_output=True, text=True,
+def _run_to_end(params_path: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(params_path), cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
-    return time.perf_counter() - start, done
 
 
-def _kill_after(params_path: Path, seconds: float, log: list[str]) -> bool:
-    """Start the command, SIGKILL it after ``seconds``; whether it was still running (the kill landed)."""
+def _kill_after(params_path: Path, study: Path, seconds: float, log: list[str], timeout: float) -> bool:
+    """Start the command and SIGKILL it ``seconds`` after its work began (it writes the study's
+    ``params.json`` once imports, data and checks are done); whether it was still running (the kill landed)."""
+    launched = time.time_ns()
+    stamp = study / "params.json"
     proc = subprocess.Popen(_command(params_path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if stamp.is_file() and stamp.stat().st_mtime_ns >= launched:
+                break
+            time.sleep(0.02)
         try:
             proc.wait(timeout=seconds)
             log.append(f"process ended (rc {proc.returncode}) before its kill at {seconds:.1f} s")
@@ -177,16 +185,16 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
         timeout: seconds any single command may take.
         log: collects notes (kills that missed, the final command's warnings).
     """
+    from helpers import runner
+
     log = [] if log is None else log
     workdir = Path(workdir)
     rng = random.Random(seed)
     ref_params = grid(workdir / "out", "reference", models=models, methods=methods, epochs=epochs,
                       train_subset=train_subset)  # fmt: skip
-    ref_path = _write_params(workdir, ref_params)
-    reference_s, done = _run_to_end(ref_path, timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"the uninterrupted grid failed: {done.stderr[-2000:]}")
-    startup_s, _ = _run_to_end(ref_path, timeout)  # all runs finished: imports, data, tables
+    start = time.perf_counter()
+    runner.run_study(ref_params, progress=False)  # uninterrupted, in this process (same code, same seeds)
+    reference_s = time.perf_counter() - start
     faulted_params = {**ref_params, "name": "faulted"}
     path = _write_params(workdir, faulted_params)
     study = workdir / "out" / "faulted"
@@ -195,7 +203,7 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
     start = time.perf_counter()
     landed, previous = 0, 0.0
     for moment in moments:
-        landed += _kill_after(path, startup_s + moment - previous, log)
+        landed += _kill_after(path, study, moment - previous, log, timeout)
         previous = moment
 
     injected: dict[str, str] = {}
@@ -210,7 +218,7 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
         result = finished[rng.randrange(len(finished))]
         result.write_text("{broken")
         injected["result.json"] = str(result.relative_to(study))
-    _, done = _run_to_end(path, timeout)
+    done = _run_to_end(path, timeout)
     faulted_s = time.perf_counter() - start
     log.extend(line for line in done.stderr.splitlines() if line.startswith("WARNING"))
 
@@ -228,7 +236,7 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
         "final_exit_status": done.returncode, "injected": injected,
         "set_aside": sorted(p.name for p in damaged.iterdir()) if damaged.is_dir() else [],
         "runs_lost": len(planned - completed), "partial_files_left": partial_files(study),
-        "reference_s": reference_s, "startup_s": startup_s, "faulted_s": faulted_s,
+        "reference_s": reference_s, "faulted_s": faulted_s,
         **compare(workdir / "out" / "reference", study),
     }  # fmt: skip
     return report
