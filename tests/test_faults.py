@@ -258,7 +258,7 @@ def _interrupted_after_epoch_1(params, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(pruning, "save_model", broken)
-        study = runner.run_study(params, progress=False)
+        study = runner.run_study(params, progress=False)  # companion studies go through it too
     return study
 
 
@@ -399,3 +399,36 @@ def test_fault_injection_three_kills_and_both_injections(tmp_path):
     assert report["partial_files_left"] == []
     assert report["same_runs_and_epochs"]
     assert report["max_test_metric_diff"] == 0.0 and report["max_epoch_metric_diff"] == 0.0
+
+
+# ------------------------------------------------------------------------------------ companion studies
+
+
+def test_companion_studies_get_the_same_protection(tmp_path, monkeypatch, caplog):
+    from helpers import companion
+
+    params = load_params({
+        "name": "tiny_granularity", "study_kind": "granularity", "datasets": ["digits"], "models": ["resnet18"],
+        "epochs": 2, "batch_size": 16, "lr": 1e-3, "train_subset": 40, "val_subset": 20, "test_subset": 30,
+        "threads": 1, "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]},
+        "finetune": {"epochs": 1, "batch_size": 16}, "granularities": ["structured"], "budgets": [0.5],
+        "out": str(tmp_path),
+    })  # fmt: skip
+    dense, pruned = (s.run_id for s in companion.plan(params))
+    study = _interrupted_after_epoch_1(params, monkeypatch)  # the dense run stops after training
+    checkpoint = study / "runs" / ".work" / dense / "checkpoint.pt"
+    assert load_checkpoint(checkpoint)["epoch"] == 1
+    checkpoint.write_bytes(np.random.default_rng(2).bytes(100))
+    with caplog.at_level(logging.WARNING, logger="helpers.runner"):
+        companion.run_study(params, progress=False)
+    assert any(str(checkpoint) in r.getMessage() and "epoch 0" in r.getMessage() for r in caplog.records)
+    assert len(list((study / "runs" / ".damaged").glob(f"{dense}-*/checkpoint.pt"))) == 1
+    assert list(pd.read_csv(study / "runs" / dense / "epochs.csv").epoch) == [1, 1, 2, 2]
+
+    (study / "runs" / dense / "result.json").write_text("{broken")
+    pruned_stamp = (study / "runs" / pruned / "result.json").stat().st_mtime_ns
+    companion.run_study(params, progress=False)
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert sorted(runs.run_id) == sorted([dense, pruned]) and (runs.status == "completed").all()
+    assert len(list((study / "runs" / ".damaged").glob(f"{dense}-*/result.json"))) == 1
+    assert (study / "runs" / pruned / "result.json").stat().st_mtime_ns == pruned_stamp

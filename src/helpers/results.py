@@ -15,7 +15,9 @@ Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.ru
   finished (the folder is renamed into place atomically, so a folder under ``runs/`` is complete).
 
 :func:`collect` rebuilds ``<study>/results/{runs,epochs,inference}.csv`` from those folders (one
-writer: the process that calls it), so concurrent runs never write the same file.
+writer: the process that calls it), so concurrent runs never write the same file. A folder with a file
+that cannot be read (:func:`read_run_folder`) is left out with a warning naming it; the tables are built
+from the rest.
 :func:`load_tables` reads them back for the notebooks. :data:`COLUMNS` documents every column.
 """
 

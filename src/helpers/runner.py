@@ -16,6 +16,14 @@ history and RNG state after the last finished epoch; loaded with ``weights_only=
 then ``trained.pt`` (the history) next to ``model.pt`` once training is over, so an interruption during
 testing or inference does not retrain; both are deleted before the folder is finished. A run that raises leaves ``error.json`` in its work folder, is reported as
 ``failed`` and retried next time; a run whose loss diverges is finished with status ``diverged``.
+
+Damaged files never block a study (:mod:`helpers.files`). A checkpoint (or ``trained.pt``) that cannot
+be read or does not fit the run is moved to ``runs/.damaged/<run_id>-<time>/`` with a warning naming it,
+and the run trains again from epoch 0; nothing else is touched. A finished folder with a file that
+cannot be read (:func:`helpers.results.read_run_folder`) is moved there as a whole by :func:`is_finished`,
+so the run counts as not finished and the same command runs it again. A file that cannot be written
+(disk full, quota) leaves the previous one intact and fails the run with a one-line message naming the
+path (:class:`helpers.files.WriteFailedError`); the next call retries it.
 """
 
 from __future__ import annotations
