@@ -85,6 +85,7 @@ def _kill_after(params_path: Path, study: Path, seconds: float, log: list[str], 
     ``params.json`` once imports, data and checks are done); whether it was still running (the kill landed)."""
     launched = time.time_ns()
     stamp = study / "params.json"
+    before = set(study.rglob(".*.tmp"))
     proc = subprocess.Popen(_command(params_path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -100,6 +101,8 @@ def _kill_after(params_path: Path, study: Path, seconds: float, log: list[str], 
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
+            if set(study.rglob(".*.tmp")) - before:  # temporary files have random names: new ones are this write's
+                log.append(f"kill at {seconds:.1f} s after work began interrupted a write (a temporary file was left)")
             return True
     finally:
         if proc.poll() is None:
@@ -232,7 +235,8 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
     damaged = study / "runs" / ".damaged"
     report = {
         "models": list(models), "methods": list(methods), "epochs": epochs, "runs": len(planned), "seed": seed,
-        "kills": kills, "kills_landed": landed, "kills_survived": landed if done.returncode == 0 else 0,
+        "kills": kills, "kills_landed": landed,
+        "kills_mid_write": sum(line.startswith("kill at") for line in log), "kills_survived": landed if done.returncode == 0 else 0,
         "final_exit_status": done.returncode, "injected": injected,
         "set_aside": sorted(p.name for p in damaged.iterdir()) if damaged.is_dir() else [],
         "runs_lost": len(planned - completed), "partial_files_left": partial_files(study),
@@ -249,6 +253,7 @@ def markdown(report: dict[str, Any]) -> str:
                  f"seed 0, {report['epochs']} epochs: {report['runs']} runs"),
         ("SIGKILLs at seeded random moments (seed)", f"{report['kills']} ({report['seed']})"),
         ("kills that landed (process still running)", report["kills_landed"]),
+        ("of those, kills that interrupted a write (a temporary file was left)", report["kills_mid_write"]),
         ("kills survived (the grid finished afterwards)", report["kills_survived"]),
         ("injected", ", ".join(f"{k}: `{v}`" for k, v in report["injected"].items()) or "nothing"),
         ("set aside under runs/.damaged/", len(report["set_aside"])),
