@@ -156,7 +156,8 @@ def compare(reference: Path, faulted: Path) -> dict[str, Any]:
         return pd.read_csv(study / "results" / f"{table}.csv").set_index(keys).sort_index()
 
     ref_runs, runs = frame(reference, "runs", ["run_id"]), frame(faulted, "runs", ["run_id"])
-    ref_epochs, epochs = frame(reference, "epochs", ["run_id", "epoch", "phase"]), frame(faulted, "epochs", ["run_id", "epoch", "phase"])
+    keys = ["run_id", "epoch", "phase"]
+    ref_epochs, epochs = frame(reference, "epochs", keys), frame(faulted, "epochs", keys)
     same_rows = list(ref_runs.index) == list(runs.index) and list(ref_epochs.index) == list(epochs.index)
 
     def max_diff(a: pd.DataFrame, b: pd.DataFrame, columns: Sequence[str]) -> float:
@@ -173,7 +174,8 @@ def compare(reference: Path, faulted: Path) -> dict[str, Any]:
     }
 
 
-def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 0, models: Sequence[str] = ("vgg16", "resnet18"),
+def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 0,
+                    models: Sequence[str] = ("vgg16", "resnet18"),
                     methods: Sequence[str] = ("post_training", "pre_training", "in_training"), epochs: int = 2,
                     train_subset: int = 64, fraction: float = 0.7, timeout: float = 1800.0,
                     log: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -236,7 +238,8 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
     report = {
         "models": list(models), "methods": list(methods), "epochs": epochs, "runs": len(planned), "seed": seed,
         "kills": kills, "kills_landed": landed,
-        "kills_mid_write": sum(line.startswith("kill at") for line in log), "kills_survived": landed if done.returncode == 0 else 0,
+        "kills_mid_write": sum(line.startswith("kill at") for line in log),
+        "kills_survived": landed if done.returncode == 0 else 0,
         "final_exit_status": done.returncode, "injected": injected,
         "set_aside": sorted(p.name for p in damaged.iterdir()) if damaged.is_dir() else [],
         "runs_lost": len(planned - completed), "partial_files_left": partial_files(study),

@@ -113,7 +113,9 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("content", [os.urandom(100), b"", b"PK\x03\x04" + os.urandom(60)], ids=["random", "empty", "zip-head"])
+@pytest.mark.parametrize(
+    "content", [os.urandom(100), b"", b"PK\x03\x04" + os.urandom(60)], ids=["random", "empty", "zip-head"]
+)
 def test_a_damaged_torch_file_is_named_without_unsafe_advice(tmp_path, content):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(content)
@@ -140,7 +142,8 @@ def test_scrub_drops_the_unsafe_advice_only():
     assert any(advice in text for advice in UNSAFE) or "weights_only" in text  # the library does advise it
     scrubbed = files.scrub_unsafe_advice(text)
     assert not any(advice in scrubbed for advice in UNSAFE)
-    assert files.scrub_unsafe_advice("model file x cannot be read. Delete it.") == "model file x cannot be read. Delete it."
+    plain = "model file x cannot be read. Delete it."
+    assert files.scrub_unsafe_advice(plain) == plain
 
 
 def _random_file() -> Path:

@@ -177,7 +177,8 @@ def load_torch(path: str | os.PathLike, *, what: str = "file", mmap: bool = Fals
     Args:
         path: the file.
         what: what the file is, for the message (``checkpoint``, ``model file``, ...).
-        mmap: map tensors instead of reading them (a cheap check that the file is whole).
+        mmap: map tensors instead of reading them (a cheap check that the file is whole); a file that
+            fails so is read whole before it counts as damaged.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -189,10 +190,11 @@ def load_torch(path: str | os.PathLike, *, what: str = "file", mmap: bool = Fals
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, f"{what} {path} not found", str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        reason = describe_read_error(exc)
+    for mapped in (True, False) if mmap else (False,):  # some file systems cannot map: then read it whole
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+            reason = describe_read_error(exc)
     raise DamagedFileError(f"{what} {path} cannot be read: {reason}", path, reason)
 
 
