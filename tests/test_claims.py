@@ -37,7 +37,7 @@ def tables(*, seeds=(0, 1, 2), acc=None, energy_source="zeus-gpu", energy=None, 
                 })  # fmt: skip
                 for variant in ("masked", "compacted"):
                     inference.append({"run_id": run_id, "variant": variant, "batch_size": 1,
-                                      "latency_ms_mean": latency(model, method, scenario, seed, variant)})
+                                      "latency_ms_p50": latency(model, method, scenario, seed, variant)})
     return pd.DataFrame(runs), pd.DataFrame(inference)
 
 

@@ -6,8 +6,8 @@
   (``helpers.study.run_notebooks``) into ``<out>/<name>/notebooks/``.
 
 Exit status: 0 when every run finished (``completed`` or ``diverged``), 1 when some run failed (it is
-retried by the next call), 2 for invalid parameters (a one-line ``error: ...`` on stderr; nothing is
-written).
+retried by the next call) or a table could not be written (disk full: a one-line ``error: ...``), 2 for
+invalid parameters (a one-line ``error: ...`` on stderr; nothing is written).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from helpers.config import ParamsError, load_params
+    from helpers.files import WriteFailedError
 
     try:
         params = load_params(args.params, args.overrides)
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WriteFailedError as exc:  # a table could not be written (disk full, ...): one line, retry later
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     from helpers.results import load_tables
 

@@ -21,6 +21,7 @@ How each wording is made testable (the thresholds are ours; the paper gives none
    fraction is >= :data:`LARGE_MAJORITY` (80 %) and its Clopper-Pearson 95 % interval lies above one
    half; it does not hold when the whole interval is below 80 %.
 6. SET's CPU inference latency is at most dense's + :data:`SAME_LATENCY_S` (0.002 s per sample).
+   Latency is the median per image (:data:`LATENCY`), at batch size 1.
 7. ResNet18's training energy is lower than VGG16's on the same data (paired per method, scenario, seed).
 8. Pruned models infer faster than dense (8a) and 80 % faster than 50 % (8b), for the masked variant
    (as the paper measured) and the compacted one (our extension), as latency ratios.
@@ -32,6 +33,7 @@ With a point value the point decides, and the reason says that no interval exist
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -53,8 +55,10 @@ __all__ = [
     "LARGE_MAJORITY",
     "SAME_LATENCY_S",
     "MEASURED_ENERGY",
+    "LATENCY",
     "evaluate_claims",
     "write_claims",
+    "results_markdown",
     "paired_interval",
 ]
 
@@ -65,6 +69,9 @@ LARGE_MAJORITY = 0.8
 SAME_LATENCY_S = 0.002
 #: Energy sources that are measurements (helpers.results.ENERGY_SOURCES); nothing else decides a claim.
 MEASURED_ENERGY: tuple[str, ...] = ("zeus-gpu", "zeus-cpu-rapl")
+#: The latency the inference claims compare: the median per image, robust to the stalls of a shared
+#: machine (one stalled forward pass moves a mean of 100 by several times; the paper reports a mean).
+LATENCY = "latency_ms_p50"
 
 CLAIM_COLUMNS: tuple[str, ...] = (
     "claim_id", "claim", "dataset", "model", "scope", "statistic", "value", "ci_low", "ci_high", "n",
@@ -250,9 +257,9 @@ def _latency(inference: pd.DataFrame, runs: pd.DataFrame, variant: str) -> pd.Da
     inf = inference[inference["batch_size"] == 1] if "batch_size" in inference else inference
     dense_ids = set(runs.loc[runs["method"] == "dense", "run_id"])
     wanted = np.where(inf["run_id"].isin(dense_ids), "masked", variant)
-    lat = inf[inf["variant"] == wanted].groupby("run_id", as_index=False)["latency_ms_mean"].mean()
+    lat = inf[inf["variant"] == wanted].groupby("run_id", as_index=False)[LATENCY].mean()
     merged = lat.merge(runs[["run_id", "method", "scenario", "seed"]], on="run_id")
-    merged["latency_s"] = merged["latency_ms_mean"] / 1000.0
+    merged["latency_s"] = merged[LATENCY] / 1000.0
     return merged
 
 
@@ -319,7 +326,7 @@ def evaluate_claims(runs: pd.DataFrame, inference: pd.DataFrame | None = None, *
         One row per claim x dataset x model x scope, with the columns :data:`CLAIM_COLUMNS`.
     """
     runs = _completed(runs)
-    inference = inference if inference is not None else pd.DataFrame(columns=["run_id", "variant", "latency_ms_mean"])
+    inference = inference if inference is not None else pd.DataFrame(columns=["run_id", "variant", LATENCY])
     rows: list[dict] = []
     for dataset in sorted(runs["dataset"].unique()):
         data_runs = runs[runs["dataset"] == dataset]
@@ -355,3 +362,97 @@ def write_claims(study_dir: str | os.PathLike, tables: dict[str, pd.DataFrame] |
     claims = evaluate_claims(tables["runs"], tables.get("inference"))
     write_csv_atomic(study_dir / "results" / "claims.csv", claims)
     return claims
+
+
+def _mean_ci(values: pd.Series) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "–"
+    if len(v) < 2:
+        return f"{100 * v.mean():.1f}"
+    stat = paired_interval(v)
+    return f"{100 * stat.value:.1f} ± {100 * (stat.high - stat.value):.1f}"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def results_markdown(study_dir: str | os.PathLike, *, command: str, wall_time_s: float | None, notes: str = "") -> str:
+    """``RESULTS.md`` for a study folder: where and how it was made, Table 1, cost, and the claim verdicts.
+
+    Args:
+        study_dir: the study folder (its ``results/`` tables and a run's ``environment.json`` are read).
+        command: the command that produced the folder.
+        wall_time_s: its measured wall time (None: not measured).
+        notes: the hand-written part: what differs from the paper and why, and what the verdicts mean.
+    """
+    study_dir = Path(study_dir)
+    tables = load_tables(study_dir)
+    runs, inference = tables["runs"], tables["inference"]
+    claims_path = study_dir / "results" / "claims.csv"
+    claims = pd.read_csv(claims_path) if claims_path.is_file() else evaluate_claims(runs, inference)
+    envs = sorted((study_dir / "runs").glob("*/environment.json"))
+    env = json.loads(envs[0].read_text()) if envs else {}
+    commits = sorted({json.loads(p.read_text()).get("git_commit") or "unknown" for p in envs})
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    status = runs["status"].value_counts().to_dict()
+    done = runs[runs["status"] == "completed"]
+    lines = [
+        f"# Results: `{study_dir.name}`",
+        "",
+        f"- Command: `{command}`",
+        f"- Wall time: {wall_time_s / 60:.1f} min ({wall_time_s:.0f} s)" if wall_time_s else "- Wall time: not measured",
+        f"- Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in status.items())})",
+        f"- Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
+        f"Python {env.get('python', '?')}; {packages}",
+        f"- Code: pruning-study commit {', '.join(c[:10] for c in commits)}",
+        "",
+        "## Table 1: test accuracy (%)",
+        "",
+        "Mean over seeds ± half-width of the 95 % t-interval (a single value where one seed ran). *Final*: the "
+        "model after the last epoch; *best*: the model of the best-validation epoch (the paper's Table 1).",
+        "",
+    ]
+    table = []
+    for (model, method, scenario), group in done.groupby(["model", "method", "scenario"], sort=True):
+        table.append({
+            "model": model, "method": method, "scenario": scenario, "seeds": len(group),
+            "final": _mean_ci(group["test_accuracy"]),
+            "best": _mean_ci(group["test_accuracy_best"]) if "test_accuracy_best" in group else "–",
+            "balanced (final)": _mean_ci(group["test_balanced_accuracy"]) if "test_balanced_accuracy" in group else "–",
+            "train time (s)": f"{group['train_time_s'].mean():.0f}",
+        })  # fmt: skip
+    lines.append(_table(pd.DataFrame(table)))
+    if "test_majority_accuracy" in done:
+        majority = done.groupby("dataset")["test_majority_accuracy"].first()
+        lines += ["", "Majority-class accuracy of the test split (the floor): "
+                  + ", ".join(f"{d} {100 * v:.1f} %" for d, v in majority.items())]
+    if not inference.empty:
+        lat = inference[(inference["batch_size"] == 1) & inference["run_id"].isin(done["run_id"])]
+        lat = lat.drop(columns=[c for c in ("model", "method", "scenario") if c in lat]).merge(
+            done[["run_id", "model", "method", "scenario"]], on="run_id")
+        pivot = lat.pivot_table(index=["model", "method", "scenario"], columns="variant", values=LATENCY,
+                                aggfunc="mean").round(2).reset_index()
+        macs = lat[lat["variant"] == "compacted"].groupby(["model", "method", "scenario"])["macs"].mean()
+        dense_macs = lat[(lat["method"] == "dense") & (lat["variant"] == "masked")].groupby("model")["macs"].mean()
+        pivot["MACs ratio (compacted / dense)"] = [
+            f"{macs.get((m, me, sc), math.nan) / dense_macs.get(m, math.nan):.3f}" for m, me, sc in
+            zip(pivot["model"], pivot["method"], pivot["scenario"])]  # fmt: skip
+        lines += ["", "## CPU inference latency (median ms per image, batch 1)", "", _table(pivot)]
+    lines += ["", "## The paper's claims", "",
+              "Verdicts from `results/claims.csv` (`helpers.claims`; thresholds in its docstring).", ""]
+    shown = claims.assign(
+        value=claims["value"].map(lambda v: f"{v:.4g}" if pd.notna(v) else "–"),
+        interval=[f"[{lo:.4g}, {hi:.4g}]" if pd.notna(lo) else ("point" if n == 1 else "–")
+                  for lo, hi, n in zip(claims["ci_low"], claims["ci_high"], claims["n"])],
+    )[["claim_id", "model", "scope", "statistic", "value", "interval", "verdict", "reason"]]
+    lines.append(_table(shown))
+    counts = claims.groupby("claim_id")["verdict"].value_counts().unstack(fill_value=0)
+    lines += ["", "Verdicts per claim:", "", _table(counts.reset_index())]
+    if notes:
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"

@@ -54,9 +54,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
-import traceback
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,13 +74,23 @@ from helpers.granularity import (
 )
 from helpers.measure import EnergyMeter, count_params, macro_auc
 from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
-from helpers.runner import check_device_available, is_finished, prepare_data, run_dir, work_dir
+from helpers.runner import (
+    check_device_available,
+    clean_partial_files,
+    finish_run,
+    is_finished,
+    load_trained,
+    prepare_data,
+    record_failure,
+    retry_without_checkpoint,
+    run_dir,
+    work_dir,
+)
 from helpers.train import (
     Data,
     FitResult,
     evaluate,
     fit,
-    load_checkpoint,
     make_optimizer,
     save_checkpoint,
     seed_everything,
@@ -292,27 +300,7 @@ def _ids(spec: RunSpec) -> dict[str, Any]:
 
 
 def _record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
-    work = work_dir(study, spec.run_id)
-    work.mkdir(parents=True, exist_ok=True)
-    row = {
-        **_ids(spec), "status": "failed", "device": spec.params["device"],
-        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}", "traceback": traceback.format_exc(),
-    }  # fmt: skip
-    write_json_atomic(work / "error.json", row)
-
-
-def _finish(work: Path, final: Path) -> None:
-    try:
-        os.rename(work, final)
-    except OSError:
-        if (final / "result.json").is_file():  # finished concurrently by another worker
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            raise
-    try:
-        work.parent.rmdir()  # only when empty
-    except OSError:
-        pass
+    record_failure(spec, study, exc, ids=_ids(spec))
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -335,9 +323,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     p = spec.params
     work = work_dir(study, spec.run_id)
     work.mkdir(parents=True, exist_ok=True)
-    for path in work.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
-    (work / "error.json").unlink(missing_ok=True)
+    clean_partial_files(work)
     torch.set_num_threads(p["threads"])
     write_json_atomic(work / "params.json", spec.to_dict())
     write_json_atomic(work / "environment.json", environment(p["threads"]))
@@ -345,11 +331,15 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     device = torch.device(p["device"])
     data = cpu_data.to(device) if device.type != "cpu" else cpu_data
     if spec.method == "dense":
-        row, inference = _run_dense(spec, work, data, progress)
+        row, inference = _run_dense(spec, study, work, data, progress)
     else:
         dense_dir = run_dir(study, spec.dense_run_id)
+        # is_finished also sets a damaged dense folder aside; the next call trains it again
         if not is_finished(study, spec.dense_run_id) or read_json(dense_dir / "result.json")["status"] != "completed":
-            raise RuntimeError(f"dense run {spec.dense_run_id} has not completed; {spec.run_id} needs its trained model")
+            raise RuntimeError(
+                f"dense run {spec.dense_run_id} has not completed (see {dense_dir}); {spec.run_id} needs its trained "
+                "model: run the same command again, which runs the dense run first"
+            )
         from helpers import pruning
 
         model = pruning.load_model(dense_dir / "model.pt").to(device)
@@ -360,7 +350,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
         write_csv_atomic(work / "inference.csv", summarize_rows(inference, "inference"))
     torch.set_num_threads(p["threads"])
     write_json_atomic(work / "result.json", row)
-    _finish(work, run_dir(study, spec.run_id))
+    finish_run(work, run_dir(study, spec.run_id))
     return row["status"]
 
 
@@ -509,38 +499,50 @@ def _measure(spec: RunSpec, model: torch.nn.Module, data: Data, kind: str, varia
     }  # fmt: skip
 
 
-def _run_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _train_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple[torch.nn.Module, FitResult]:
+    """Build and train the dense model (with network slimming's penalty where asked); resumes from the checkpoint."""
     from helpers import pruning
     from helpers.models import build_model
 
     p = spec.params
     device = data.train_x.device
+    seed_everything(spec.seed)
+    model = build_model(spec.model, data.num_classes, data.train_x.shape[1]).to(device)
+    method = pruning.make_method("dense", None, seed=spec.seed)
+    method.on_init(model)
+    optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
+    handles: list[Any] = []
+    if p["slimming_lambda"] > 0:
+        method, handles = slimming_penalty(model, p["slimming_lambda"], optimizer, method)
+    method = _Scheduled(method, p["lr"], p.get("dense_lr_schedule", "constant"))
+    try:
+        result = fit(
+            model, optimizer, method, data, epochs=p["epochs"], batch_size=p["batch_size"],
+            eval_batch_size=p["eval_batch_size"], seed=spec.seed,
+            meter=EnergyMeter(device, estimate=p["energy"]["estimate"]), checkpoint_path=work / "checkpoint.pt",
+            checkpoint_last=False, augment=_augmenter(p["augment"]), progress=progress, description=spec.run_id,
+        )  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+    return model, result
+
+
+def _run_dense(spec: RunSpec, study: Path, work: Path, data: Data,
+               progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    from helpers import pruning
+
+    p = spec.params
+    device = data.train_x.device
     model_path, trained_path = work / "model.pt", work / "trained.pt"
-    if trained_path.is_file():  # trained before an interruption: pick up its result
-        state = load_checkpoint(trained_path)
-        result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
-                           epochs_completed=int(state["epochs_completed"]))  # fmt: skip
+    trained = load_trained(study, spec.run_id, work)  # trained before an interruption: pick up its result
+    if trained is not None:
+        result = trained
         model = None if result.diverged else pruning.load_model(model_path).to(device)
     else:
-        seed_everything(spec.seed)
-        model = build_model(spec.model, data.num_classes, data.train_x.shape[1]).to(device)
-        method = pruning.make_method("dense", None, seed=spec.seed)
-        method.on_init(model)
-        optimizer = make_optimizer(p["optimizer"], model, lr=p["lr"], weight_decay=p["weight_decay"])
-        handles: list[Any] = []
-        if p["slimming_lambda"] > 0:
-            method, handles = slimming_penalty(model, p["slimming_lambda"], optimizer, method)
-        method = _Scheduled(method, p["lr"], p.get("dense_lr_schedule", "constant"))
-        try:
-            result = fit(
-                model, optimizer, method, data, epochs=p["epochs"], batch_size=p["batch_size"],
-                eval_batch_size=p["eval_batch_size"], seed=spec.seed,
-                meter=EnergyMeter(device, estimate=p["energy"]["estimate"]), checkpoint_path=work / "checkpoint.pt",
-                checkpoint_last=False, augment=_augmenter(p["augment"]), progress=progress, description=spec.run_id,
-            )  # fmt: skip
-        finally:
-            for handle in handles:
-                handle.remove()
+        model, result = retry_without_checkpoint(
+            study, spec.run_id, work, lambda: _train_dense(spec, work, data, progress)
+        )
         if not result.diverged:
             pruning.save_model(model, model_path, meta={"run_id": spec.run_id, "model": spec.model,
                                                         "dataset": spec.dataset, "method": "dense", "seed": spec.seed})  # fmt: skip

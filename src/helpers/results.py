@@ -15,24 +15,30 @@ Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.ru
   finished (the folder is renamed into place atomically, so a folder under ``runs/`` is complete).
 
 :func:`collect` rebuilds ``<study>/results/{runs,epochs,inference}.csv`` from those folders (one
-writer: the process that calls it), so concurrent runs never write the same file.
+writer: the process that calls it), so concurrent runs never write the same file. A folder with a file
+that cannot be read (:func:`read_run_folder`) is left out with a warning naming it; the tables are built
+from the rest.
 :func:`load_tables` reads them back for the notebooks. :data:`COLUMNS` documents every column.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from helpers import files
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
@@ -45,6 +51,9 @@ __all__ = [
     "write_json_atomic",
     "write_csv_atomic",
     "read_json",
+    "read_run_folder",
+    "run_folder_damage",
+    "RUN_FILES",
     "environment",
     "summarize_rows",
     "FILE_MODE",
@@ -313,30 +322,9 @@ COLUMNS: dict[str, dict[str, str]] = {
 # ---------------------------------------------------------------------------------------- file helpers
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of files written through a temporary file: what ``open`` would give (mkstemp's is 0600).
-FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+#: Mode of files written through a temporary file (see :data:`helpers.files.FILE_MODE`).
+FILE_MODE = files.FILE_MODE
+_atomic_write = files.atomic_write  # the one atomic writer (helpers.files); this name is kept for importers
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
@@ -351,9 +339,20 @@ def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file written by :func:`write_json_atomic`."""
-    with open(path) as fh:
-        return json.load(fh)
+    """Read a JSON file written by :func:`write_json_atomic`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        helpers.files.DamagedFileError: it exists but is not JSON (cut short, overwritten, edited).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        reason = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except UnicodeDecodeError:
+        reason = "not text (overwritten or garbled)"
+    raise files.DamagedFileError(f"{path} cannot be read: {reason}", path, reason)
 
 
 def _json_default(value: Any) -> Any:
@@ -453,6 +452,106 @@ def _run_folders(study_dir: Path, run_ids: Iterable[str] | None) -> list[Path]:
     return [p for p in folders if (p / "result.json").is_file()]
 
 
+#: Files of a finished run folder that :func:`read_run_folder` checks (each only where present; a
+#: ``result.json`` must be).
+RUN_FILES: tuple[str, ...] = (
+    "result.json", "params.json", "environment.json", "epochs.csv", "inference.csv", "predictions.npz",
+    "model.pt", "model_compacted.pt",
+)  # fmt: skip
+
+
+def _damaged(path: Path, reason: str) -> files.DamagedFileError:
+    return files.DamagedFileError(f"{path} cannot be read: {reason}", path, reason)
+
+
+def _read_json_object(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise _damaged(path, f"holds a JSON {type(value).__name__}, not an object")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise _damaged(path, f"has no {', '.join(missing)}")
+    return value
+
+
+def _read_run_csv(path: Path, run_id: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise _damaged(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(path, files.describe_read_error(exc)) from None
+    if "run_id" not in frame.columns:
+        raise _damaged(path, "has no run_id column (overwritten?)")
+    others = set(frame["run_id"].astype(str)) - {run_id}
+    if others:
+        raise _damaged(path, f"holds rows of other runs ({sorted(others)[0]})")
+    return frame
+
+
+def _check_predictions(path: Path) -> None:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = {"probs", "labels", "preds"} - set(npz.files)
+            if missing:
+                raise _damaged(path, f"has no {', '.join(sorted(missing))}")
+            for name in ("probs", "labels", "preds"):
+                npz[name]  # reads and CRC-checks the member
+    except files.DamagedFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy / zipfile raise many types for a damaged file
+        raise _damaged(path, files.describe_read_error(exc)) from None
+
+
+def _check_model_file(path: Path) -> None:
+    payload = files.load_torch(path, what="model file", mmap=True)  # whole-file check without reading tensors
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise _damaged(path, "not a model file of helpers.pruning.save_model")
+
+
+def read_run_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], list[pd.DataFrame]]:
+    """Read a finished run folder, checking every file of :data:`RUN_FILES` that it holds.
+
+    Returns:
+        ``(row, [epochs, inference])``: the run's ``result.json`` row and its ``epochs.csv`` /
+        ``inference.csv`` frames (an empty frame where the file is absent).
+
+    Raises:
+        helpers.files.DamagedFileError: a file cannot be read or is not what it should be
+            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.runner.is_finished`
+            moves the folder to ``runs/.damaged/`` and the same command runs it again.
+    """
+    folder = Path(folder)
+    result = folder / "result.json"
+    row = _read_json_object(result, ("run_id", "status"))
+    if row["run_id"] != folder.name:
+        raise _damaged(result, f"belongs to run {row['run_id']!r}, not to its folder's run")
+    for name in ("params.json", "environment.json"):
+        if (folder / name).is_file():
+            _read_json_object(folder / name)
+    frames = []
+    for name in ("epochs.csv", "inference.csv"):
+        path = folder / name
+        frames.append(_read_run_csv(path, folder.name) if path.is_file() else pd.DataFrame())
+    if (folder / "predictions.npz").is_file():
+        _check_predictions(folder / "predictions.npz")
+    for name in ("model.pt", "model_compacted.pt"):
+        if (folder / name).is_file():
+            _check_model_file(folder / name)
+    return row, frames
+
+
+def run_folder_damage(folder: str | os.PathLike) -> str | None:
+    """Why a finished run folder cannot be used (``"<file>: <what is wrong>"``), or None when it reads."""
+    try:
+        read_run_folder(folder)
+    except files.DamagedFileError as exc:
+        return f"{exc.path.name}: {exc.reason}"
+    return None
+
+
 def _failed_rows(study_dir: Path, run_ids: Iterable[str] | None, finished: set[str]) -> list[dict[str, Any]]:
     work = study_dir / "runs" / ".work"
     if not work.is_dir():
@@ -463,12 +562,19 @@ def _failed_rows(study_dir: Path, run_ids: Iterable[str] | None, finished: set[s
         error = folder / "error.json"
         if folder.name in finished or not error.is_file() or (wanted is not None and folder.name not in wanted):
             continue
-        rows.append(read_json(error))
+        try:
+            rows.append(_read_json_object(error, ("run_id", "status")))
+        except (files.DamagedFileError, OSError) as exc:  # the run is unfinished anyway: the next call retries it
+            log.warning("skipping %s: %s; the run is retried by the next call", error, exc)
     return rows
 
 
 def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """Rebuild ``<study>/results/{runs,epochs,inference}.csv`` from the run folders.
+
+    A damaged run folder (a file of it cannot be read, see :func:`read_run_folder`) is left out of the
+    tables with one warning naming it; the tables are rebuilt from the rest. (The runner moves such a
+    folder to ``runs/.damaged/`` and runs the run again.)
 
     Args:
         study_dir: the study folder (``<out>/<name>``).
@@ -478,19 +584,28 @@ def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) 
     Returns:
         The three tables, as written. ``epochs`` and ``inference`` carry the run's id columns
         (dataset, model, method, scenario, seed) joined in for plotting.
+
+    Raises:
+        helpers.files.WriteFailedError: a table cannot be written (disk full, ...); the previous table
+            is unchanged.
     """
     study_dir = Path(study_dir)
     run_rows: list[dict[str, Any]] = []
     epoch_frames: list[pd.DataFrame] = []
     inference_frames: list[pd.DataFrame] = []
     for folder in _run_folders(study_dir, run_ids):
-        run_rows.append(read_json(folder / "result.json"))
-        for name, frames in (("epochs.csv", epoch_frames), ("inference.csv", inference_frames)):
-            path = folder / name
-            if path.is_file() and path.stat().st_size > 0:
-                frame = pd.read_csv(path)
-                if len(frame):
-                    frames.append(frame)
+        try:
+            row, (epochs, inference) = read_run_folder(folder)
+        except files.DamagedFileError as exc:
+            log.warning(
+                "left out of the tables: damaged run folder %s (%s: %s); the next `train` moves it to runs/%s "
+                "and runs it again", folder, exc.path.name, exc.reason, files.DAMAGED_DIR,
+            )  # fmt: skip
+            continue
+        run_rows.append(row)
+        for frame, frames in ((epochs, epoch_frames), (inference, inference_frames)):
+            if len(frame):
+                frames.append(frame)
     run_rows.extend(_failed_rows(study_dir, run_ids, {r["run_id"] for r in run_rows}))
     runs = _ordered(pd.DataFrame(run_rows), "runs") if run_rows else _empty("runs")
     ids = runs[list(ID_COLUMNS)]
@@ -513,8 +628,8 @@ def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) 
 def load_tables(study_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """The study's tables ``{"runs", "epochs", "inference"}`` as DataFrames.
 
-    Reads ``<study>/results/*.csv``; rebuilds them from the run folders first (:func:`collect`) when
-    any is missing.
+    Reads ``<study>/results/*.csv``; rebuilds them from the run folders (:func:`collect`) when any is
+    missing or cannot be read.
     """
     study_dir = Path(study_dir)
     paths = {t: study_dir / "results" / f"{t}.csv" for t in TABLES}
@@ -526,7 +641,12 @@ def load_tables(study_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
         return collect(study_dir)
     tables = {}
     for table, path in paths.items():
-        tables[table] = pd.read_csv(path)
+        try:
+            tables[table] = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("table %s cannot be read (%s); rebuilding the tables from the run folders", path,
+                        files.describe_read_error(exc))  # fmt: skip
+            return collect(study_dir)
     return tables
 
 

@@ -16,6 +16,14 @@ history and RNG state after the last finished epoch; loaded with ``weights_only=
 then ``trained.pt`` (the history) next to ``model.pt`` once training is over, so an interruption during
 testing or inference does not retrain; both are deleted before the folder is finished. A run that raises leaves ``error.json`` in its work folder, is reported as
 ``failed`` and retried next time; a run whose loss diverges is finished with status ``diverged``.
+
+Damaged files never block a study (:mod:`helpers.files`). A checkpoint (or ``trained.pt``) that cannot
+be read or does not fit the run is moved to ``runs/.damaged/<run_id>-<time>/`` with a warning naming it,
+and the run trains again from epoch 0; nothing else is touched. A finished folder with a file that
+cannot be read (:func:`helpers.results.read_run_folder`) is moved there as a whole by :func:`is_finished`,
+so the run counts as not finished and the same command runs it again. A file that cannot be written
+(disk full, quota) leaves the previous one intact and fails the run with a one-line message naming the
+path (:class:`helpers.files.WriteFailedError`); the next call retries it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import torch
 
 from helpers.claims import write_claims
 from helpers.config import ParamsError, RunSpec, StudyParams, dense_twin, expand_grid, load_params, study_dir
+from helpers.files import DamagedFileError, atomic_write, load_torch, scrub_unsafe_advice, set_aside
 from helpers.measure import (
     EnergyMeter,
     balanced_accuracy,
@@ -47,7 +56,15 @@ from helpers.measure import (
     macro_auc,
     majority_accuracy,
 )
-from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
+from helpers.results import (
+    collect,
+    environment,
+    read_json,
+    run_folder_damage,
+    summarize_rows,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from helpers.train import (
     Data,
     FitResult,
@@ -70,6 +87,11 @@ __all__ = [
     "work_dir",
     "prepare_data",
     "record_failure",
+    "failure_message",
+    "finish_run",
+    "clean_partial_files",
+    "load_trained",
+    "retry_without_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,8 +111,25 @@ def work_dir(study: str | os.PathLike, run_id: str) -> Path:
 
 
 def is_finished(study: str | os.PathLike, run_id: str) -> bool:
-    """Whether the run's finished folder exists (with its ``result.json``)."""
-    return (run_dir(study, run_id) / "result.json").is_file()
+    """Whether the run's finished folder exists, with its ``result.json``, and every file of it reads.
+
+    A finished folder with a damaged file (:func:`helpers.results.read_run_folder`: ``result.json``,
+    ``params.json``, ``epochs.csv``, ``inference.csv``, ``predictions.npz``, a model file, ...) is moved
+    to ``runs/.damaged/<run_id>-<time>/`` with one warning naming it, and the run counts as not finished,
+    so the same command runs it again.
+    """
+    folder = run_dir(study, run_id)
+    if not (folder / "result.json").is_file():
+        return False
+    damage = run_folder_damage(folder)
+    if damage is None:
+        return True
+    try:
+        moved = set_aside(study, run_id, folder)
+    except FileNotFoundError:  # moved concurrently by another worker
+        return False
+    log.warning("damaged run folder %s (%s): moved to %s; the run will run again", folder, damage, moved)
+    return False
 
 
 def plan(params: StudyParams) -> list[RunSpec]:
@@ -236,30 +275,98 @@ def run_study(
     return study
 
 
-def record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
+def record_failure(spec: RunSpec, study: Path, exc: BaseException, *, ids: Mapping[str, Any] | None = None) -> None:
     """Leave ``error.json`` in the run's work folder: the run shows as ``failed`` and is retried next time.
 
-    Call it from the ``except`` block that caught ``exc`` (the traceback is the one being handled).
+    Call it from the ``except`` block that caught ``exc`` (the traceback is the one being handled). If
+    ``error.json`` cannot be written either (the disk is full), that is logged and the run, unfinished,
+    is still retried by the next call.
+
+    Args:
+        spec: the run.
+        study: the study folder.
+        exc: what it raised; its message (one line) becomes the row's ``error``.
+        ids: the row's identifying columns instead of the primary study's (companion studies).
     """
-    work = work_dir(study, spec.run_id)
-    work.mkdir(parents=True, exist_ok=True)
+    if ids is None:
+        ids = {
+            "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.model, "method": spec.method,
+            "scenario": spec.scenario, "seed": spec.seed,
+            "conv_sparsity_target": spec.params["conv_sparsity"],
+            "linear_sparsity_target": spec.params["linear_sparsity"],
+        }  # fmt: skip
     row = {
-        "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.model, "method": spec.method,
-        "scenario": spec.scenario, "seed": spec.seed, "status": "failed",
-        "conv_sparsity_target": spec.params["conv_sparsity"], "linear_sparsity_target": spec.params["linear_sparsity"],
-        "device": spec.params["device"], "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-        "traceback": traceback.format_exc(),
+        **ids, "status": "failed", "device": spec.params["device"], "error": failure_message(exc),
+        "traceback": scrub_unsafe_advice(traceback.format_exc()),
     }  # fmt: skip
-    write_json_atomic(work / "error.json", row)
+    work = work_dir(study, spec.run_id)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / "error.json", row)
+    except OSError as write_exc:
+        log.error("run %s: %s (its failure is not recorded; the next call retries it)", spec.run_id, write_exc)
+
+
+def failure_message(exc: BaseException) -> str:
+    """A failed run's ``error``: the exception's type and message on one line, without any library
+    advice to load a file unsafely."""
+    return f"{type(exc).__name__}: {scrub_unsafe_advice(' '.join(str(exc).split()))}"
 
 
 # ---------------------------------------------------------------------------------------------- one run
 
 
-def _clean_partial_files(folder: Path) -> None:
+def clean_partial_files(folder: Path) -> None:
+    """Remove temporary files of an interrupted write and the ``error.json`` of an earlier failed attempt."""
     for path in folder.glob(".*.tmp"):
         path.unlink(missing_ok=True)
     (folder / "error.json").unlink(missing_ok=True)
+
+
+def load_trained(study: Path, run_id: str, work: Path) -> FitResult | None:
+    """The training result a run left in ``trained.pt`` (training finished before an interruption).
+
+    Returns:
+        The result, or None when there is none, or when ``trained.pt`` or the work folder's ``model.pt``
+        cannot be read: both are then moved to ``runs/.damaged/`` with a warning, and the run trains
+        again from epoch 0.
+    """
+    trained_path, model_path = work / "trained.pt", work / "model.pt"
+    if not trained_path.is_file():
+        return None
+    try:
+        state = load_checkpoint(trained_path, required=("history", "diverged", "epochs_completed"))
+        result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
+                           epochs_completed=int(state["epochs_completed"]), best=state.get("best"))  # fmt: skip
+        if not result.diverged:
+            load_torch(model_path, what="model file", mmap=True)
+        return result
+    except (DamagedFileError, FileNotFoundError, TypeError, ValueError) as exc:
+        moved = [set_aside(study, run_id, path) for path in (trained_path, model_path) if path.is_file()]
+        log.warning("run %s: %s; moved %s aside to %s; training restarts from epoch 0", run_id,
+                    ' '.join(str(exc).split()), "trained.pt and model.pt" if len(moved) == 2 else "trained.pt",
+                    moved[0].parent if moved else "runs/.damaged")  # fmt: skip
+        return None
+
+
+def retry_without_checkpoint(study: Path, run_id: str, work: Path, attempt: Any) -> Any:
+    """``attempt()``; if it fails on a damaged or incompatible ``checkpoint.pt`` of ``work``, move the
+    checkpoint to ``runs/.damaged/<run_id>-<time>/`` with a warning naming it and call ``attempt()``
+    once more, which then trains from epoch 0.
+
+    ``attempt`` must build everything it trains afresh (model, optimizer, method): a failed resume may
+    have restored part of them.
+    """
+    checkpoint = work / "checkpoint.pt"
+    try:
+        return attempt()
+    except DamagedFileError as exc:
+        if exc.path != checkpoint or not checkpoint.is_file():
+            raise
+        moved = set_aside(study, run_id, checkpoint)
+        log.warning("checkpoint %s cannot be used (%s): moved to %s; run %s restarts from epoch 0", checkpoint,
+                    exc.reason, moved, run_id)  # fmt: skip
+    return attempt()
 
 
 def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str:
@@ -281,7 +388,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     p = spec.params
     work = work_dir(study, spec.run_id)
     work.mkdir(parents=True, exist_ok=True)
-    _clean_partial_files(work)
+    clean_partial_files(work)
     torch.set_num_threads(p["threads"])
     write_json_atomic(work / "params.json", spec.to_dict())
     write_json_atomic(work / "environment.json", environment(p["threads"]))
@@ -290,7 +397,8 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     meter = EnergyMeter(device, estimate=p["energy"]["estimate"])
     cpu_data = prepare_data(spec)
     data = cpu_data.to(device) if device.type != "cpu" else cpu_data
-    method = pruning.make_method(
+    new_method = functools.partial(
+        pruning.make_method,
         spec.method,
         None if spec.method == "dense" else {"conv": p["conv_sparsity"], "linear": p["linear_sparsity"]},
         swap_fraction=p["swap_fraction"],
@@ -301,21 +409,23 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     reused = None
     if spec.method == "post_training":
         dense = dense_twin(spec)
-        if not is_finished(study, dense.run_id):
+        if not is_finished(study, dense.run_id):  # also sets a damaged dense folder aside: it runs again
             run_one(dense, study, progress=progress)
         reused = read_json(run_dir(study, dense.run_id) / "result.json")
         if reused["status"] != "completed":
             raise RuntimeError(
-                f"dense run {dense.run_id} {reused['status']}; post_training needs a trained dense model"
+                f"dense run {dense.run_id} {reused['status']} (see {run_dir(study, dense.run_id) / 'result.json'}); "
+                "post_training needs a trained dense model: change the protocol (lr, epochs) or drop post_training"
             )
     model_path, trained_path = work / "model.pt", work / "trained.pt"
-    if trained_path.is_file():  # training finished before an interruption: pick up its result
-        state = load_checkpoint(trained_path)
-        result = FitResult(history=[dict(r) for r in state["history"]], diverged=bool(state["diverged"]),
-                           epochs_completed=int(state["epochs_completed"]), best=state.get("best"))  # fmt: skip
+    trained = load_trained(study, spec.run_id, work)  # training finished before an interruption
+    if trained is not None:
+        result = trained
         model = None if result.diverged else pruning.load_model(model_path).to(device)
     else:
-        model, result = _train(spec, study, method, data, meter, work, progress)
+        model, result = retry_without_checkpoint(
+            study, spec.run_id, work, lambda: _train(spec, study, new_method(), data, meter, work, progress)
+        )
         if not result.diverged:
             pruning.save_model(model, model_path, meta=_meta(spec))
         # The final model is model.pt (masks are its zeros); the method's state is no longer needed.
@@ -343,7 +453,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
                 model_path.unlink(missing_ok=True)
     trained_path.unlink(missing_ok=True)
     write_json_atomic(work / "result.json", row)
-    _finish(work, run_dir(study, spec.run_id))
+    finish_run(work, run_dir(study, spec.run_id))
     return row["status"]
 
 
@@ -405,7 +515,17 @@ def _add_setup_time(result: FitResult, seconds: float) -> None:
             return
 
 
-def _finish(work: Path, final: Path) -> None:
+def finish_run(work: Path, final: Path) -> None:
+    """Rename the work folder (``result.json`` written last) to the finished folder in one atomic step.
+
+    A folder already at ``final`` that is not a readable finished run (a partial copy, a damaged folder)
+    is moved to ``runs/.damaged/`` first; one that is (another worker finished the run) wins, and the
+    work folder is removed.
+    """
+    study = final.parent.parent
+    if final.exists() and run_folder_damage(final) is not None:
+        moved = set_aside(study, final.name, final)
+        log.warning("run folder %s was incomplete or damaged: moved to %s", final, moved)
     try:
         os.rename(work, final)
     except OSError:
@@ -532,10 +652,8 @@ def test_metrics(model: torch.nn.Module, data: Data, eval_batch_size: int) -> tu
 def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict[str, Any]:
     metrics, probs_np = test_metrics(model, data, spec.params["eval_batch_size"])
     labels = data.test_y.cpu().numpy()
-    tmp = work / ".predictions.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, probs=probs_np, labels=labels, preds=probs_np.argmax(1))
-    os.replace(tmp, work / "predictions.npz")
+    atomic_write(work / "predictions.npz", lambda fh: np.savez(fh, probs=probs_np, labels=labels,
+                                                                preds=probs_np.argmax(1)), mode="wb")
     metrics["test_majority_accuracy"] = majority_accuracy(labels)
     return metrics
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.measure import EnergyMeter, PeakMemory, classification_metrics
-from helpers.results import _atomic_write
+from helpers.files import DamagedFileError, atomic_write, load_torch
 
 __all__ = [
     "Data",
@@ -46,6 +46,8 @@ __all__ = [
     "fit",
     "save_checkpoint",
     "load_checkpoint",
+    "resume_from_checkpoint",
+    "CHECKPOINT_KEYS",
     "FitResult",
 ]
 
@@ -192,13 +194,70 @@ def evaluate(
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then :func:`os.replace` (atomic)."""
-    _atomic_write(Path(path), lambda fh: torch.save(dict(state), fh), mode="wb")
+    """``torch.save`` to a temporary file in the same folder, then :func:`os.replace` (atomic).
+
+    Raises:
+        helpers.files.WriteFailedError: it cannot be written (disk full, ...); the previous checkpoint
+            is unchanged and the message names the path.
+    """
+    atomic_write(Path(path), lambda fh: torch.save(dict(state), fh), mode="wb")
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+#: Keys every checkpoint of :func:`fit` holds.
+CHECKPOINT_KEYS: tuple[str, ...] = ("model", "method", "epoch", "history", "rng")
+
+
+def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU).
+
+    Args:
+        path: the file.
+        required: keys it must hold.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        helpers.files.DamagedFileError: it cannot be read, or lacks a required key; the message names
+            the file and never suggests loading it unsafely.
+    """
+    state = load_torch(path, what="checkpoint")
+    if not isinstance(state, dict):
+        reason = f"holds a {type(state).__name__}, not a checkpoint"
+        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason)
+    missing = [k for k in required if k not in state]
+    if missing:
+        reason = f"has no {', '.join(missing)} (written by another version?)"
+        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason)
+    return state
+
+
+def resume_from_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, method: Any,
+                           device: torch.device) -> tuple[int, list[dict[str, Any]], bool, dict[str, Any] | None]:  # fmt: skip
+    """Restore a :func:`fit` checkpoint into ``model``, ``optimizer``, ``method`` and the RNGs.
+
+    Returns:
+        ``(epochs done, history, diverged, best)`` (``best`` as in :class:`FitResult`).
+
+    Raises:
+        helpers.files.DamagedFileError: the checkpoint cannot be read or does not fit this run (another
+            architecture, method or version); ``model``, ``optimizer`` and ``method`` may then be partly
+            restored, so build them again before training from scratch.
+    """
+    state = load_checkpoint(path, required=CHECKPOINT_KEYS)
+    try:
+        model.load_state_dict(state["model"])
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        method.load_state_dict(state["method"])
+        method.apply(model)
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = [dict(row) for row in state["history"]]
+        epoch = int(state["epoch"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        reason = f"does not fit this run's model, optimizer or method ({type(exc).__name__})"
+        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason) from None
+    return epoch, history, bool(state.get("diverged", False)), state.get("best")
 
 
 # -------------------------------------------------------------------------------------------- fit
@@ -255,7 +314,9 @@ def fit(
     is written atomically to ``checkpoint_path`` (after the last epoch without the optimizer
     state, which is no longer needed, or not at all with ``checkpoint_last=False`` when the caller
     saves the final state itself). If the file exists when ``fit`` starts, the run resumes after
-    its last finished epoch. A non-finite training loss stops training and marks the result diverged.
+    its last finished epoch (:func:`resume_from_checkpoint`; a checkpoint that cannot be read or does not
+    fit raises :class:`helpers.files.DamagedFileError`). A non-finite training loss stops training and
+    marks the result diverged.
 
     Args:
         model: the model, on ``data``'s device, with ``method.on_init`` already applied.
@@ -292,19 +353,7 @@ def fit(
     diverged = False
     best: dict[str, Any] | None = None
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        method.load_state_dict(state["method"])
-        method.apply(model)
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history = [dict(row) for row in state["history"]]
-        best = state.get("best")
-        start_epoch = int(state["epoch"])
-        diverged = bool(state.get("diverged", False))
+        start_epoch, history, diverged, best = resume_from_checkpoint(checkpoint_path, model, optimizer, method, device)
     bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
     epoch = start_epoch
     net, net_optimizer, hooks = model, optimizer, method  # what trains: the model, or its compacted twin

@@ -20,8 +20,6 @@ are still written as ``/1``, and both formats load.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..files import DamagedFileError, atomic_write, load_torch
 from ..models import MODELS, build_model
 from .sparse import SparseLinear
 
@@ -79,6 +78,10 @@ def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | 
         path: destination file (conventionally ``*.pt``); parent folders are created.
         meta: plain data stored alongside (run id, method, scenario, ...); ``meta["model"]``, if
             given, names the architecture, else it is inferred from the state dict.
+
+    Raises:
+        helpers.files.WriteFailedError: the file cannot be written (disk full, ...); a previous file at
+            ``path`` is unchanged and the message names the path.
     """
     meta = dict(meta or {})
     _check_meta(meta)
@@ -103,16 +106,7 @@ def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | 
     }
     if sparse:
         payload["sparse_linear"] = sparse
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda fh: torch.save(payload, fh), mode="wb")
 
 
 def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tuple[nn.Module, dict]:
@@ -124,15 +118,18 @@ def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tu
 
     Returns:
         The model in eval mode on the CPU (and its meta when ``return_meta``).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        helpers.files.DamagedFileError: (a ``ValueError``) the file cannot be read or is not a model file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found; write it with helpers.pruning.save_model")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch(path, what="model file")
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_SPARSE):
-        raise ValueError(
-            f"{path} is not a model file of format {FORMAT} or {FORMAT_SPARSE}; write it with helpers.pruning.save_model"
-        )
+        reason = f"not a model file of format {FORMAT} or {FORMAT_SPARSE}"
+        raise DamagedFileError(f"{path} is {reason}; write it with helpers.pruning.save_model", path, reason)
     state = payload["state_dict"]
     model = build_model(payload["arch"], payload["num_classes"], payload["in_channels"])
     for name, shape in payload.get("sparse_linear", {}).items():
