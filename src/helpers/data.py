@@ -2,8 +2,8 @@
 
 One entry point, :func:`load_splits`, returns ``{"train": Split, "val": Split, "test": Split}``; a
 :class:`Split` holds uint8 images ``N x C x H x W``, int64 labels ``N`` and the class names. The
-images are a tensor in memory, or, for the decoded JPEG datasets loaded with ``mmap=True``, a
-:class:`MappedImages` view of the memory-mapped decoded file, which reads only the rows asked for
+images are a tensor in memory, or, for the decoded JPEG datasets loaded with ``on_disk=True``, a
+:class:`DiskImages` view of the decoded ``.npy`` file on disk, which reads only the rows asked for
 (the full MVTec set is 100,000 images, 15 GB as uint8). Tensor transforms (normalisation, padding to
 the model's minimum input, augmentation, per-batch streaming) live in ``helpers.transforms``.
 
@@ -91,12 +91,11 @@ __all__ = [
     "DATASET_OPTIONS",
     "DATASET_VARIANTS",
     "RUNNER_OPTIONS",
-    "MAPPABLE_READERS",
+    "ON_DISK_READERS",
     "MVTEC_CLS_OBJECTS",
     "dataset_reader",
     "check_stream",
-    "MappedImages",
-    "release_mapped_pages",
+    "DiskImages",
     "BLOODMNIST_SIZES",
     "BLOODMNIST_CLASSES",
     "VISA_OBJECTS",
@@ -143,8 +142,8 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 DATASET_OPTIONS.update({name: DATASET_OPTIONS[reader] for name, (reader, _) in DATASET_VARIANTS.items()})
 
-#: Readers whose images can stay on disk (``load_splits(..., mmap=True)``): the decoded JPEG datasets.
-MAPPABLE_READERS: tuple[str, ...] = ("visa", "mvtec3d_cls")
+#: Readers whose images can stay on disk (``load_splits(..., on_disk=True)``): the decoded JPEG datasets.
+ON_DISK_READERS: tuple[str, ...] = ("visa", "mvtec3d_cls")
 
 #: The ten objects of the paper's MVTec classification set (Schuerrle et al. 2023, objects of MVTec
 #: ITODD, Drost et al. 2017), as the paper names them; the class names themselves come from the COCO
@@ -235,71 +234,99 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-class MappedImages:
-    """Rows of a memory-mapped decoded-image cache, seen as a uint8 ``N x C x H x W`` batch.
+class DiskImages:
+    """Rows of the decoded-image cache on disk, seen as a uint8 ``N x C x H x W`` batch.
 
     The cache is a ``.npy`` file of uint8 ``M x H x W x C`` images (:func:`load_splits` with
-    ``mmap=True`` writes and opens it). Nothing is read until rows are asked for: indexing with an int,
-    a slice, or an index array / tensor returns those images as a contiguous uint8 tensor in memory;
-    :meth:`take` returns another view (no copy). So a split of 100,000 images at 224 px costs its
-    row index (8 bytes an image) until a batch is read.
+    ``on_disk=True`` writes and opens it). Nothing is read until rows are asked for: indexing with an
+    int, a slice, or an index array / tensor returns those images as a contiguous uint8 tensor in
+    memory; :meth:`take` returns another view (no copy). So a split of 100,000 images at 224 px costs
+    its row index (8 bytes an image) until a batch is read.
 
-    Pages of the mapping that a read touched count towards the process's resident memory although
-    the kernel can drop them at will; after every ``release_bytes`` read they are handed back
-    (``madvise(MADV_DONTNEED)``; the kernel's page cache keeps them), so resident memory stays bounded
-    however many images an epoch reads.
+    Rows are read with ``pread`` (a run of consecutive rows in one call), not through a memory map:
+    the kernel's page cache keeps what was read (shared, reclaimable, fast to read again), and the
+    process's resident memory holds only the batch. A memory map would count every page it touched as
+    resident, and a kernel that maps whole large folios on a fault (Linux 6.18 on ext4 here) mapped
+    42 MB of a 61 MB cache file for one batch of 256 random rows, so resident memory grew with the
+    file.
 
     Args:
-        array: the memory-mapped ``M x H x W x C`` uint8 array (``np.load(..., mmap_mode="r")``).
+        path: the ``.npy`` file (its header is read with ``np.load(path, mmap_mode="r")``).
         rows: which of its rows this view holds, in order (default: all).
-        release_bytes: bytes read between two releases of the touched pages.
+        unlink: remove the file once it is open (a temporary file, kept alive by the open descriptor).
     """
 
     dtype = torch.uint8
     ndim = 4
     device = torch.device("cpu")
 
-    def __init__(self, array: np.ndarray, rows: np.ndarray | None = None, *, release_bytes: int = 64 << 20) -> None:
-        if array.dtype != np.uint8 or array.ndim != 4:
-            raise ValueError(f"MappedImages needs a uint8 array M x H x W x C, got {array.dtype} {array.shape}")
-        self.array = array
-        self.rows = np.arange(array.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        self.release_bytes = int(release_bytes)
-        self._state = {"read": 0}  # shared by views of one mapping
+    def __init__(self, path: str | Path, rows: np.ndarray | None = None, *, unlink: bool = False) -> None:
+        header = np.load(path, mmap_mode="r")
+        if header.dtype != np.uint8 or header.ndim != 4 or not header.flags.c_contiguous:
+            raise ValueError(f"{path} must hold uint8 images M x H x W x C in C order, got {header.dtype} {header.shape}")
+        self.path = Path(path)
+        self.file_shape, self.offset = tuple(header.shape), int(header.offset)
+        del header
+        self._file = _OpenFile(self.path)
+        if unlink:
+            self.path.unlink(missing_ok=True)
+        self.rows = np.arange(self.file_shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
 
     @property
     def shape(self) -> torch.Size:
         """``(N, C, H, W)``."""
-        _, h, w, c = self.array.shape
+        _, h, w, c = self.file_shape
         return torch.Size((len(self.rows), c, h, w))
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "MappedImages":
+    def take(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "DiskImages":
         """A view of the given rows of this view (no image is read)."""
-        view = MappedImages.__new__(MappedImages)
-        view.array, view.release_bytes, view._state = self.array, self.release_bytes, self._state
+        view = DiskImages.__new__(DiskImages)
+        view.path, view.file_shape, view.offset, view._file = self.path, self.file_shape, self.offset, self._file
         view.rows = self.rows[_as_index_array(indices)]
         return view
 
     def __getitem__(self, index: Any) -> torch.Tensor:
         if isinstance(index, (int, np.integer)):
-            return self[[int(index)]][0]
+            return self[[int(index) + (len(self) if index < 0 else 0)]][0]
         rows = self.rows[index] if isinstance(index, slice) else self.rows[_as_index_array(index)]
-        batch = self.array[rows] if len(rows) else np.empty((0, *self.array.shape[1:]), dtype=np.uint8)
-        self._touched(batch.nbytes)
-        return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+        out = np.empty((len(rows), *self.file_shape[1:]), dtype=np.uint8)
+        row_bytes = out[0].nbytes if len(rows) else 0
+        start = 0
+        while start < len(rows):  # one read per run of consecutive rows
+            stop = start + 1
+            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                stop += 1
+            self._file.read_into(out[start:stop], self.offset + int(rows[start]) * row_bytes)
+            start = stop
+        return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
 
     def materialize(self) -> torch.Tensor:
         """Every image of the view as one in-memory uint8 tensor ``N x C x H x W``."""
         return self[:]
 
-    def _touched(self, nbytes: int) -> None:
-        self._state["read"] += nbytes
-        if self._state["read"] >= self.release_bytes:
-            self._state["read"] = 0
-            release_mapped_pages(self.array)
+
+class _OpenFile:
+    """A read-only descriptor shared by the views of one file, closed when the last view goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read_into(self, buffer: np.ndarray, offset: int) -> None:
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise ChecksumError(f"decoded-image cache ended early at byte {offset + done}; delete it to rebuild")
+            done += got
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
 
 
 def _as_index_array(indices: Any) -> np.ndarray:
@@ -308,28 +335,8 @@ def _as_index_array(indices: Any) -> np.ndarray:
     return np.asarray(indices, dtype=np.int64).reshape(-1)
 
 
-def release_mapped_pages(array: np.ndarray) -> None:
-    """Hand the pages of a memory-mapped array back to the kernel (``MADV_DONTNEED``).
-
-    They leave the process's resident memory; the kernel's page cache still holds them, so reading
-    them again is a memory copy, not a disk read. A no-op for arrays that are not memory-mapped or
-    where ``madvise`` is unavailable.
-    """
-    import mmap
-
-    mapping = getattr(array, "_mmap", None)
-    if mapping is None and isinstance(getattr(array, "base", None), mmap.mmap):
-        mapping = array.base
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if mapping is not None and advice is not None and hasattr(mapping, "madvise"):
-        try:
-            mapping.madvise(advice)
-        except (OSError, ValueError):  # closed mapping or unsupported: only resident memory is at stake
-            pass
-
-
 def _is_images(value: Any) -> bool:
-    return isinstance(value, MappedImages) or (
+    return isinstance(value, DiskImages) or (
         isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 4
     )
 
@@ -339,14 +346,14 @@ class Split:
     """One split of a dataset.
 
     Attributes:
-        images: uint8 tensor ``N x C x H x W`` in memory, or, loaded with ``mmap=True``, a
-            :class:`MappedImages` view of the decoded cache on disk (same shape; indexing it returns
+        images: uint8 tensor ``N x C x H x W`` in memory, or, loaded with ``on_disk=True``, a
+            :class:`DiskImages` view of the decoded cache on disk (same shape; indexing it returns
             tensors).
         labels: int64 tensor ``N`` with values in ``[0, len(classes))``.
         classes: class names, indexed by label.
     """
 
-    images: torch.Tensor | MappedImages
+    images: torch.Tensor | DiskImages
     labels: torch.Tensor
     classes: list[str]
 
@@ -378,29 +385,29 @@ class Split:
         return int(self.images.shape[1])
 
     @property
-    def mapped(self) -> bool:
-        """Whether the images stay on disk (a :class:`MappedImages` view)."""
-        return isinstance(self.images, MappedImages)
+    def on_disk(self) -> bool:
+        """Whether the images stay on disk (a :class:`DiskImages` view)."""
+        return isinstance(self.images, DiskImages)
 
     def class_counts(self) -> list[int]:
         """Images per class, indexed by label."""
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "Split":
-        """A new split with the given rows (same classes; a mapped split stays mapped)."""
+        """A new split with the given rows (same classes; a split on disk stays on disk)."""
         idx = _as_index_array(indices)
         return Split(_take(self.images, idx), self.labels[torch.from_numpy(idx)], list(self.classes))
 
     def in_memory(self) -> "Split":
         """This split with its images in memory (itself when they already are)."""
-        if not self.mapped:
+        if not self.on_disk:
             return self
         return Split(self.images.materialize(), self.labels, list(self.classes))
 
 
-def _take(images: torch.Tensor | MappedImages, idx: np.ndarray) -> torch.Tensor | MappedImages:
-    """Rows ``idx`` of ``images``: a view of a mapped set, a copy of a tensor."""
-    if isinstance(images, MappedImages):
+def _take(images: torch.Tensor | DiskImages, idx: np.ndarray) -> torch.Tensor | DiskImages:
+    """Rows ``idx`` of ``images``: a view of a set on disk, a copy of a tensor."""
+    if isinstance(images, DiskImages):
         return images.take(idx)
     return images[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
 
@@ -894,16 +901,16 @@ def _decode_images(
     cache_dir: str | Path | None,
     key_prefix: str,
     workers: int | None,
-    mmap: bool = False,
-) -> torch.Tensor | MappedImages:
+    on_disk: bool = False,
+) -> torch.Tensor | DiskImages:
     """Decode and resize RGB images to uint8 ``N x 3 x size x size``, cached on disk.
 
     The cache key covers every path, its file size and modification time, and ``size``, so a changed
     dataset or option never reads a stale cache. The cache is written chunk by chunk while decoding
     (a ``.npy`` of ``N x size x size x 3``, renamed into place when complete), so decoding needs memory
-    for one chunk, not for the dataset. With ``mmap`` the result is a :class:`MappedImages` view of
-    that file (without ``cache`` the file is an unnamed temporary one, gone when the process ends);
-    otherwise a tensor in memory.
+    for one chunk, not for the dataset. With ``on_disk`` the result is a :class:`DiskImages` view of
+    that file (without ``cache`` the file is a temporary one, removed once open and gone when the
+    process ends); otherwise a tensor in memory.
     """
     h = hashlib.sha256(f"{size}\n".encode())
     for p in paths:
@@ -917,10 +924,10 @@ def _decode_images(
         try:
             arr = np.load(cache_file, mmap_mode="r")
             if arr.shape == shape and arr.dtype == np.uint8:
-                return MappedImages(arr) if mmap else _hwc_to_tensor(np.array(arr))
+                return DiskImages(cache_file) if on_disk else _hwc_to_tensor(np.array(arr))
         except Exception:  # an unreadable cache is rebuilt
             log.warning("ignoring unreadable cache %s", cache_file)
-    if not cache and not mmap:
+    if not cache and not on_disk:
         arr = np.empty(shape, dtype=np.uint8)
         _decode_into(paths, size, workers, key_prefix, lambda start, chunk: arr.__setitem__(slice(start, start + len(chunk)), chunk))
         return _hwc_to_tensor(arr)
@@ -928,7 +935,7 @@ def _decode_images(
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{cache_name}.", suffix=".part", dir=folder)
     except OSError as exc:
-        if mmap:
+        if on_disk:
             raise OSError(f"cannot write the decoded-image file for {key_prefix} in {folder}: {exc}; set cache_dir "
                           "or $PRUNING_STUDY_CACHE to a writable folder") from exc
         log.warning("could not write cache in %s: %s", folder, exc)  # a read-only cache location only costs speed
@@ -944,11 +951,12 @@ def _decode_images(
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, cache_file)
             tmp = cache_file
-        arr = np.load(tmp, mmap_mode="r")
+        if on_disk:
+            return DiskImages(tmp, unlink=not cache)  # a temporary file lives as long as its descriptor
+        return _hwc_to_tensor(np.load(tmp))
     finally:
         if not cache:
-            tmp.unlink(missing_ok=True)  # the mapping (if any) keeps the data until it is closed
-    return MappedImages(arr) if mmap else _hwc_to_tensor(np.array(arr))
+            tmp.unlink(missing_ok=True)
 
 
 _DECODE_CHUNK = 512  # images decoded between two writes: bounds the memory of decoding
@@ -992,13 +1000,13 @@ def _build_file_splits(
     seed: int,
     options: Mapping[str, Any],
     key_prefix: str,
-    mmap: bool = False,
+    on_disk: bool = False,
 ) -> dict[str, Split]:
     """Apply per-split subsets, decode only the images used, and assemble the Splits.
 
     When ``indices["val"] is indices["test"]`` (one held-out set serves as both), the returned
-    ``val`` and ``test`` are the same Split, shrunk by ``test_subset``. With ``mmap`` the splits are
-    :class:`MappedImages` views of one decoded file.
+    ``val`` and ``test`` are the same Split, shrunk by ``test_subset``. With ``on_disk`` the splits are
+    :class:`DiskImages` views of one decoded file.
     """
     val_is_test = indices["val"] is indices["test"]
     if val_is_test:
@@ -1016,7 +1024,7 @@ def _build_file_splits(
         cache_dir=options.get("cache_dir"),
         key_prefix=key_prefix,
         workers=options.get("workers"),
-        mmap=mmap,
+        on_disk=on_disk,
     )
     position = np.full(len(paths), -1, dtype=np.int64)
     position[used] = np.arange(len(used))
@@ -1074,7 +1082,7 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
-def _load_visa(*, root, size, seed, download, options, mmap=False) -> dict[str, Split]:
+def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     base = _visa_root(root)
     objects = _visa_objects(base, options.get("objects"))
@@ -1138,7 +1146,7 @@ def _load_visa(*, root, size, seed, download, options, mmap=False) -> dict[str, 
             indices = {"train": tr_all[tr], "val": tr_all[va], "test": te_all}
     return _build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
-        key_prefix="visa", mmap=mmap,
+        key_prefix="visa", on_disk=on_disk,
     )  # fmt: skip
 
 
@@ -1300,7 +1308,7 @@ def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def _load_mvtec3d_cls(*, root, size, seed, download, options, mmap=False) -> dict[str, Split]:
+def _load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     layout = options.get("layout", "auto")
     if layout not in ("auto", "folders", "coco"):
@@ -1326,7 +1334,7 @@ def _load_mvtec3d_cls(*, root, size, seed, download, options, mmap=False) -> dic
     indices = {"train": pool[train], "val": pool[val], "test": pool[test]}
     return _build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
-        key_prefix="mvtec3d_cls", mmap=mmap,
+        key_prefix="mvtec3d_cls", on_disk=on_disk,
     )  # fmt: skip
 
 
@@ -1433,7 +1441,7 @@ def load_splits(
     size: int | None = None,
     seed: int = 0,
     download: bool = True,
-    mmap: bool = False,
+    on_disk: bool = False,
     **options: Any,
 ) -> dict[str, Split]:
     """Load a dataset of the study as ``{"train", "val", "test"}`` splits.
@@ -1447,8 +1455,8 @@ def load_splits(
             size when None, else resized (antialiased bilinear) at load.
         seed: seed of every random split and subset; the same seed gives the same splits.
         download: fetch missing files (BloodMNIST, CIFAR); with False a missing file is an error.
-        mmap: for the decoded JPEG datasets (:data:`MAPPABLE_READERS`), leave the images on disk: each
-            split's ``images`` is a :class:`MappedImages` view of the memory-mapped decoded file, and
+        on_disk: for the decoded JPEG datasets (:data:`ON_DISK_READERS`), leave the images on disk:
+            each split's ``images`` is a :class:`DiskImages` view of the decoded ``.npy`` file, and
             resident memory does not grow with the number of images. Ignored by the datasets that
             are small arrays in memory anyway.
         **options: dataset options, see :data:`DATASET_OPTIONS`: ``max_samples``, ``train_subset``,
@@ -1476,7 +1484,7 @@ def load_splits(
     if unknown:
         raise UnknownOptionError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; accepted: "
-            f"root, size, seed, download, mmap, {', '.join(accepted)}"
+            f"root, size, seed, download, on_disk, {', '.join(accepted)}"
         )
     if name in DATASET_VARIANTS:
         defaults = DATASET_VARIANTS[name][1]
@@ -1491,7 +1499,7 @@ def load_splits(
     if "workers" in options and options["workers"] is not None:
         options["workers"] = _check_int("workers", options["workers"])
     check_stream(options.pop("stream", "auto"))
-    extra = {"mmap": bool(mmap)} if reader in MAPPABLE_READERS else {}
+    extra = {"on_disk": bool(on_disk)} if reader in ON_DISK_READERS else {}
     return _LOADERS[reader](root=root, size=size, seed=int(seed), download=bool(download), options=options, **extra)
 
 

@@ -102,7 +102,7 @@ def plan(params: StudyParams) -> list[RunSpec]:
 
 @functools.lru_cache(maxsize=4)
 def _load_splits_cached(dataset: str, key: str) -> dict[str, Any]:
-    """The dataset's splits; the decoded JPEG datasets stay memory-mapped on disk (read by batch or chunk)."""
+    """The dataset's splits; the decoded JPEG datasets stay on disk (``DiskImages``, read by batch or chunk)."""
     from helpers import data as data_mod
 
     opts = json.loads(key)
@@ -112,7 +112,7 @@ def _load_splits_cached(dataset: str, key: str) -> dict[str, Any]:
         size=opts["image_size"],
         seed=opts["data_seed"],
         download=True,
-        mmap=data_mod.dataset_reader(dataset) in data_mod.MAPPABLE_READERS,
+        on_disk=data_mod.dataset_reader(dataset) in data_mod.ON_DISK_READERS,
         train_subset=opts["train_subset"],
         val_subset=opts["val_subset"],
         test_subset=opts["test_subset"],
@@ -184,7 +184,7 @@ def prepare_data(spec: RunSpec) -> Data:
 
     Two forms with the same values batch for batch: float tensors in memory (the fast path), or,
     for data too large for that (the full MVTec set), :class:`helpers.transforms.StreamedImages`
-    that prepare each batch from the uint8 rows (memory-mapped for the JPEG datasets) when it is
+    that prepare each batch from the uint8 rows (read from the decoded file for the JPEG datasets) when it is
     read, so resident memory does not grow with the number of images. The dataset option ``stream``
     chooses: ``auto`` (default: stream when the floats would take more than
     :data:`STREAM_MEMORY_FRACTION` of the available memory), ``true`` or ``false``.

@@ -17,7 +17,7 @@ The pipeline the study uses (see ``helpers.data`` for the images themselves):
 
 A dataset too large for step 2 (the full MVTec set: 100,000 images at 224 px, 60 GB as float32) is
 wrapped in :class:`StreamedImages` instead: it applies the same conversion to one batch at a time,
-reading the uint8 rows (in memory or memory-mapped, ``helpers.data.MappedImages``) when a batch is
+reading the uint8 rows (in memory, or from the decoded file on disk, ``helpers.data.DiskImages``) when a batch is
 asked for and moving them to the device as uint8 (a quarter of the float bytes). Indexed like the
 prepared tensor, it returns the same values, so the training loop takes either.
 
@@ -44,7 +44,7 @@ _CHUNK = 4096
 
 
 def _check_uint8_images(images: torch.Tensor, what: str = "images") -> None:
-    """A uint8 tensor ``N x C x H x W``, or an object indexed like one (``helpers.data.MappedImages``)."""
+    """A uint8 tensor ``N x C x H x W``, or an object indexed like one (``helpers.data.DiskImages``)."""
     if not isinstance(images, torch.Tensor) and not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         raise TypeError(f"{what} must be a torch.Tensor of shape N x C x H x W, got {type(images).__name__}")
     if images.dtype != torch.uint8:
@@ -193,7 +193,7 @@ class StreamedImages:
     """A split's images prepared one batch at a time; indexed like the tensor :func:`prepare_images` makes.
 
     ``streamed[index]`` (an int, a slice, or an index tensor / array) reads those uint8 rows from
-    ``images`` (a tensor in memory or a ``helpers.data.MappedImages`` view of a memory-mapped file),
+    ``images`` (a tensor in memory or a ``helpers.data.DiskImages`` view of the decoded file),
     moves them to ``device`` as uint8 and converts them there exactly as :func:`prepare_images` does
     (scale, optional resize, normalise, pad); on the same device the values are identical. Nothing
     but the batch asked for is held, so memory does not grow with the number of images.
