@@ -62,7 +62,8 @@ def main() -> None:
             times[name] = statistics.median(runs)
     base = times["in_memory"]
     for name, t in times.items():
-        print(f"{name:26s} {t:7.3f} s/epoch  {t / base:5.2f}x  ({args.images} images, {args.size} px, batch {args.batch_size})")
+        what = f"{args.images} images, {args.size} px, batch {args.batch_size}"
+        print(f"{name:26s} {t:7.3f} s/epoch  {t / base:5.2f}x  ({what})")
 
 
 if __name__ == "__main__":

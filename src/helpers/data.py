@@ -263,7 +263,9 @@ class DiskImages:
     def __init__(self, path: str | Path, rows: np.ndarray | None = None, *, unlink: bool = False) -> None:
         header = np.load(path, mmap_mode="r")
         if header.dtype != np.uint8 or header.ndim != 4 or not header.flags.c_contiguous:
-            raise ValueError(f"{path} must hold uint8 images M x H x W x C in C order, got {header.dtype} {header.shape}")
+            raise ValueError(
+                f"{path} must hold uint8 images M x H x W x C in C order, got {header.dtype} {header.shape}"
+            )
         self.path = Path(path)
         self.file_shape, self.offset = tuple(header.shape), int(header.offset)
         del header
@@ -929,7 +931,10 @@ def _decode_images(
             log.warning("ignoring unreadable cache %s", cache_file)
     if not cache and not on_disk:
         arr = np.empty(shape, dtype=np.uint8)
-        _decode_into(paths, size, workers, key_prefix, lambda start, chunk: arr.__setitem__(slice(start, start + len(chunk)), chunk))
+        def keep(start: int, chunk: np.ndarray) -> None:
+            arr[start : start + len(chunk)] = chunk
+
+        _decode_into(paths, size, workers, key_prefix, keep)
         return _hwc_to_tensor(arr)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -1219,7 +1224,8 @@ def _mvtec_root(root: str | Path | None) -> tuple[Path, str]:
 
 def _coco_files(base: Path) -> list[Path]:
     found = [p for pattern in ("*.json", "*/*.json", "*/*/*.json") for p in base.glob(pattern)]
-    return sorted(p for p in found if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts))
+    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(base).parts)  # noqa: E731
+    return sorted(p for p in found if p.is_file() and not hidden(p))
 
 
 _SPLIT_DIRS = ("train", "training", "val", "valid", "validation", "test", "testing")
