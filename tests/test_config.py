@@ -31,7 +31,7 @@ def test_profiles_validate(profile):
 
 def test_paper_profile_encodes_the_protocol():
     p = load_params(ROOT / "params" / "paper.yaml")
-    assert p["datasets"] == ["bloodmnist", "visa", "mvtec3d_cls"]
+    assert p["datasets"] == ["bloodmnist", "visa", "mvtec3d_cls", "mvtec3d_cls_small"]
     assert p["models"] == ["vgg16", "resnet18"]
     assert p["methods"] == ["pre_training", "in_training", "post_training", "set"]
     assert [s["name"] for s in p["scenarios"]] == ["uniform", "mixed", "linear_only"]

@@ -1,9 +1,11 @@
-"""Every dataset of the study as in-memory uint8 tensors, split into train / val / test.
+"""Every dataset of the study as uint8 images, split into train / val / test.
 
 One entry point, :func:`load_splits`, returns ``{"train": Split, "val": Split, "test": Split}``; a
-:class:`Split` holds uint8 images ``N x C x H x W``, int64 labels ``N`` and the class names. Tensor
-transforms (normalisation, padding to the model's minimum input, augmentation) live in
-``helpers.transforms``.
+:class:`Split` holds uint8 images ``N x C x H x W``, int64 labels ``N`` and the class names. The
+images are a tensor in memory, or, for the decoded JPEG datasets loaded with ``on_disk=True``, a
+:class:`DiskImages` view of the decoded ``.npy`` file on disk, which reads only the rows asked for
+(the full MVTec set is 100,000 images, 15 GB as uint8). Tensor transforms (normalisation, padding to
+the model's minimum input, augmentation, per-batch streaming) live in ``helpers.transforms``.
 
 Datasets (``DATASETS``) and their sources:
 
@@ -23,11 +25,22 @@ Datasets (``DATASETS``) and their sources:
   official split CSV (``split="2cls_highshot"``, ``"2cls_fewshot"``) uses its train / test split; the
   validation set is then a stratified carve of ``val_fraction`` (default 10 %) from its train part, or
   the test set itself with ``val_fraction=0``.
-- ``mvtec3d_cls``: object classification over MVTec 3D-AD's 10 objects (Bergmann et al., VISAPP 2022)
-  as in the primary study: 224 px RGB images, from an image-folder layout (``root/<class>/*.jpg``,
-  optionally under ``train/ valid/ test/``) or COCO JSON (one object per image; its category is the
-  class). Split 70 / 20 / 10 (train / test / val), stratified for the seed; ``max_samples`` shrinks it
-  (the paper shrank it to BloodMNIST's size).
+- ``mvtec3d_cls``: the primary study's "MVTec" object classification. Not MVTec 3D-AD (the name is
+  kept for existing run ids): the synthetic 10-object set of Schuerrle et al. 2023, rendered from
+  objects of MVTec ITODD (Drost et al. 2017) and published on Kaggle (:data:`MVTEC_CLS_OBJECTS`:
+  triangular adapter plates, large brackets, small clamps, round and square engine-part coolers,
+  injection pumps, screws, stars, tee connectors, threads); 224 x 224 JPEGs with COCO annotations,
+  one object per image, whose category is the class. Layout (our reading of the Kaggle archive, which
+  could not be checked from here): every COCO JSON up to three folders below ``root`` is read and
+  merged (e.g. ``annotations.json`` beside ``images/``, COCO's ``annotations/instances_*.json``
+  beside ``images/``, or per-split ``train/ valid/ test/_annotations.coco.json`` beside the JPEGs); an
+  image's ``file_name`` is looked up next to its JSON, in that folder's ``images/``, in the folder
+  above and its ``images/``, then in ``root`` and ``root/images`` (by its path, then by its base
+  name). An image-folder layout (``root/<class>/*.jpg``, optionally under ``train/ valid/ test/``)
+  is read too. Whatever split the files come in, the images are pooled and split 70 / 20 / 10
+  (train / test / val) as in the paper, stratified for the seed; ``max_samples`` shrinks the pool.
+- ``mvtec3d_cls_small``: the same set reduced to BloodMNIST's size, as the paper's second run
+  (a :data:`DATASET_VARIANTS` entry: ``mvtec3d_cls`` with ``max_samples: 17092``).
 - ``cifar10`` / ``cifar100``: CIFAR (Krizhevsky 2009) read through torchvision; the archive is
   downloaded (to a temporary file, MD5-verified, then renamed) when absent. The validation set is a
   stratified carve of ``val_fraction`` (default 10 %) from the official training set.
@@ -45,8 +58,9 @@ Where data lives: ``root`` if given, else a dataset-specific environment variabl
 ``$PRUNING_STUDY_DATA``, else ``~/.cache/pruning-study/data`` (BloodMNIST: ``~/.medmnist``, medmnist's
 own default). A folder shared by all datasets works: ``<root>/bloodmnist.npz``, ``<root>/visa/...``,
 ``<root>/mvtec3d_cls/...``, ``<root>/cifar-10-batches-py``. Decoded, resized JPEG datasets (VisA,
-MVTec 3D) are cached as ``.npy`` under ``cache_dir`` (default ``$PRUNING_STUDY_CACHE`` or
-``~/.cache/pruning-study/decoded``), keyed by the image list, file sizes and the size.
+MVTec) are cached as ``.npy`` under ``cache_dir`` (default ``$PRUNING_STUDY_CACHE`` or
+``~/.cache/pruning-study/decoded``), keyed by the image list, file sizes and the size; the file is
+written chunk by chunk while decoding, so decoding needs memory for one chunk, not for the dataset.
 """
 
 from __future__ import annotations
@@ -75,6 +89,13 @@ import torch
 __all__ = [
     "DATASETS",
     "DATASET_OPTIONS",
+    "DATASET_VARIANTS",
+    "RUNNER_OPTIONS",
+    "ON_DISK_READERS",
+    "MVTEC_CLS_OBJECTS",
+    "dataset_reader",
+    "check_stream",
+    "DiskImages",
     "BLOODMNIST_SIZES",
     "BLOODMNIST_CLASSES",
     "VISA_OBJECTS",
@@ -92,19 +113,45 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("bloodmnist", "visa", "mvtec3d_cls", "cifar10", "cifar100", "digits")
+#: Named variants of a reader: ``name -> (reader, default options)``. A variant is a dataset entry of
+#: its own (its own name in run ids, tables and ``dataset_options``) that reads with ``reader`` and
+#: starts from these options (which its ``dataset_options`` may override).
+DATASET_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # The paper's second MVTec run: the object set reduced to BloodMNIST's size (11,959 + 1,712 + 3,421).
+    "mvtec3d_cls_small": ("mvtec3d_cls", {"max_samples": 17092}),
+}
+
+DATASETS: tuple[str, ...] = (
+    "bloodmnist", "visa", "mvtec3d_cls", "cifar10", "cifar100", "digits", *DATASET_VARIANTS,
+)  # fmt: skip
 
 _COMMON_OPTIONS = ("max_samples", "train_subset", "val_subset", "test_subset")
+#: Options of every dataset that the runner reads, not the reader (validated here, otherwise ignored).
+#: ``stream``: ``auto`` (default), ``true`` or ``false``; see ``helpers.runner.prepare_data``.
+RUNNER_OPTIONS: tuple[str, ...] = ("stream",)
+STREAM_CHOICES: tuple[Any, ...] = ("auto", True, False)
 
 #: Options each dataset accepts besides ``root``, ``size``, ``seed``, ``download`` and the common ones.
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
-    "bloodmnist": _COMMON_OPTIONS,
-    "visa": _COMMON_OPTIONS + ("split", "objects", "val_fraction", "cache", "cache_dir", "workers"),
-    "mvtec3d_cls": _COMMON_OPTIONS + ("layout", "cache", "cache_dir", "workers"),
-    "cifar10": _COMMON_OPTIONS + ("val_fraction",),
-    "cifar100": _COMMON_OPTIONS + ("val_fraction",),
-    "digits": _COMMON_OPTIONS,
+    "bloodmnist": _COMMON_OPTIONS + RUNNER_OPTIONS,
+    "visa": _COMMON_OPTIONS + ("split", "objects", "val_fraction", "cache", "cache_dir", "workers") + RUNNER_OPTIONS,
+    "mvtec3d_cls": _COMMON_OPTIONS + ("layout", "cache", "cache_dir", "workers") + RUNNER_OPTIONS,
+    "cifar10": _COMMON_OPTIONS + ("val_fraction",) + RUNNER_OPTIONS,
+    "cifar100": _COMMON_OPTIONS + ("val_fraction",) + RUNNER_OPTIONS,
+    "digits": _COMMON_OPTIONS + RUNNER_OPTIONS,
 }
+DATASET_OPTIONS.update({name: DATASET_OPTIONS[reader] for name, (reader, _) in DATASET_VARIANTS.items()})
+
+#: Readers whose images can stay on disk (``load_splits(..., on_disk=True)``): the decoded JPEG datasets.
+ON_DISK_READERS: tuple[str, ...] = ("visa", "mvtec3d_cls")
+
+#: The ten objects of the paper's MVTec classification set (Schuerrle et al. 2023, objects of MVTec
+#: ITODD, Drost et al. 2017), as the paper names them; the class names themselves come from the COCO
+#: categories of the files.
+MVTEC_CLS_OBJECTS: tuple[str, ...] = (
+    "triangular adapter plate", "large bracket", "small clamp", "round engine-part cooler",
+    "square engine-part cooler", "injection pump", "screw", "star", "tee connector", "thread",
+)  # fmt: skip
 
 BLOODMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
 BLOODMNIST_CLASSES: tuple[str, ...] = (
@@ -187,22 +234,133 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+class DiskImages:
+    """Rows of the decoded-image cache on disk, seen as a uint8 ``N x C x H x W`` batch.
+
+    The cache is a ``.npy`` file of uint8 ``M x H x W x C`` images (:func:`load_splits` with
+    ``on_disk=True`` writes and opens it). Nothing is read until rows are asked for: indexing with an
+    int, a slice, or an index array / tensor returns those images as a contiguous uint8 tensor in
+    memory; :meth:`take` returns another view (no copy). So a split of 100,000 images at 224 px costs
+    its row index (8 bytes an image) until a batch is read.
+
+    Rows are read with ``pread`` (a run of consecutive rows in one call), not through a memory map:
+    the kernel's page cache keeps what was read (shared, reclaimable, fast to read again), and the
+    process's resident memory holds only the batch. A memory map would count every page it touched as
+    resident, and a kernel that maps whole large folios on a fault (Linux 6.18 on ext4 here) mapped
+    42 MB of a 61 MB cache file for one batch of 256 random rows, so resident memory grew with the
+    file.
+
+    Args:
+        path: the ``.npy`` file (its header is read with ``np.load(path, mmap_mode="r")``).
+        rows: which of its rows this view holds, in order (default: all).
+        unlink: remove the file once it is open (a temporary file, kept alive by the open descriptor).
+    """
+
+    dtype = torch.uint8
+    ndim = 4
+    device = torch.device("cpu")
+
+    def __init__(self, path: str | Path, rows: np.ndarray | None = None, *, unlink: bool = False) -> None:
+        header = np.load(path, mmap_mode="r")
+        if header.dtype != np.uint8 or header.ndim != 4 or not header.flags.c_contiguous:
+            raise ValueError(
+                f"{path} must hold uint8 images M x H x W x C in C order, got {header.dtype} {header.shape}"
+            )
+        self.path = Path(path)
+        self.file_shape, self.offset = tuple(header.shape), int(header.offset)
+        del header
+        self._file = _OpenFile(self.path)
+        if unlink:
+            self.path.unlink(missing_ok=True)
+        self.rows = np.arange(self.file_shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(N, C, H, W)``."""
+        _, h, w, c = self.file_shape
+        return torch.Size((len(self.rows), c, h, w))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "DiskImages":
+        """A view of the given rows of this view (no image is read)."""
+        view = DiskImages.__new__(DiskImages)
+        view.path, view.file_shape, view.offset, view._file = self.path, self.file_shape, self.offset, self._file
+        view.rows = self.rows[_as_index_array(indices)]
+        return view
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            return self[[int(index) + (len(self) if index < 0 else 0)]][0]
+        rows = self.rows[index] if isinstance(index, slice) else self.rows[_as_index_array(index)]
+        out = np.empty((len(rows), *self.file_shape[1:]), dtype=np.uint8)
+        row_bytes = out[0].nbytes if len(rows) else 0
+        start = 0
+        while start < len(rows):  # one read per run of consecutive rows
+            stop = start + 1
+            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                stop += 1
+            self._file.read_into(out[start:stop], self.offset + int(rows[start]) * row_bytes)
+            start = stop
+        return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
+
+    def materialize(self) -> torch.Tensor:
+        """Every image of the view as one in-memory uint8 tensor ``N x C x H x W``."""
+        return self[:]
+
+
+class _OpenFile:
+    """A read-only descriptor shared by the views of one file, closed when the last view goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read_into(self, buffer: np.ndarray, offset: int) -> None:
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise ChecksumError(f"decoded-image cache ended early at byte {offset + done}; delete it to rebuild")
+            done += got
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
+
+
+def _as_index_array(indices: Any) -> np.ndarray:
+    if isinstance(indices, torch.Tensor):
+        indices = indices.cpu().numpy()
+    return np.asarray(indices, dtype=np.int64).reshape(-1)
+
+
+def _is_images(value: Any) -> bool:
+    return isinstance(value, DiskImages) or (
+        isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 4
+    )
+
+
 @dataclass(eq=False)
 class Split:
-    """One split of a dataset, in memory.
+    """One split of a dataset.
 
     Attributes:
-        images: uint8 tensor ``N x C x H x W``.
+        images: uint8 tensor ``N x C x H x W`` in memory, or, loaded with ``on_disk=True``, a
+            :class:`DiskImages` view of the decoded cache on disk (same shape; indexing it returns
+            tensors).
         labels: int64 tensor ``N`` with values in ``[0, len(classes))``.
         classes: class names, indexed by label.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | DiskImages
     labels: torch.Tensor
     classes: list[str]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
+        if not _is_images(self.images):
             raise ValueError(f"Split.images must be a uint8 tensor N x C x H x W, got {_describe(self.images)}")
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.ndim != 1:
             raise ValueError(f"Split.labels must be an int64 tensor of shape [N], got {_describe(self.labels)}")
@@ -228,14 +386,32 @@ class Split:
         """Image channels ``C``."""
         return int(self.images.shape[1])
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the images stay on disk (a :class:`DiskImages` view)."""
+        return isinstance(self.images, DiskImages)
+
     def class_counts(self) -> list[int]:
         """Images per class, indexed by label."""
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "Split":
-        """A new split with the given rows (same classes)."""
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return Split(self.images[idx], self.labels[idx], list(self.classes))
+        """A new split with the given rows (same classes; a split on disk stays on disk)."""
+        idx = _as_index_array(indices)
+        return Split(_take(self.images, idx), self.labels[torch.from_numpy(idx)], list(self.classes))
+
+    def in_memory(self) -> "Split":
+        """This split with its images in memory (itself when they already are)."""
+        if not self.on_disk:
+            return self
+        return Split(self.images.materialize(), self.labels, list(self.classes))
+
+
+def _take(images: torch.Tensor | DiskImages, idx: np.ndarray) -> torch.Tensor | DiskImages:
+    """Rows ``idx`` of ``images``: a view of a set on disk, a copy of a tensor."""
+    if isinstance(images, DiskImages):
+        return images.take(idx)
+    return images[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
 
 
 # --------------------------------------------------------------------------------------------- splitting
@@ -727,53 +903,96 @@ def _decode_images(
     cache_dir: str | Path | None,
     key_prefix: str,
     workers: int | None,
-) -> torch.Tensor:
-    """Decode and resize RGB images to a uint8 tensor ``N x 3 x size x size``, cached on disk.
+    on_disk: bool = False,
+) -> torch.Tensor | DiskImages:
+    """Decode and resize RGB images to uint8 ``N x 3 x size x size``, cached on disk.
 
     The cache key covers every path, its file size and modification time, and ``size``, so a changed
-    dataset or option never reads a stale cache.
+    dataset or option never reads a stale cache. The cache is written chunk by chunk while decoding
+    (a ``.npy`` of ``N x size x size x 3``, renamed into place when complete), so decoding needs memory
+    for one chunk, not for the dataset. With ``on_disk`` the result is a :class:`DiskImages` view of
+    that file (without ``cache`` the file is a temporary one, removed once open and gone when the
+    process ends); otherwise a tensor in memory.
     """
     h = hashlib.sha256(f"{size}\n".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     cache_name = f"{key_prefix}-{size}px-{len(paths)}-{h.hexdigest()[:20]}.npy"
-    cache_file = Path(cache_dir or _default_cache_dir()) / cache_name
+    folder = Path(cache_dir or _default_cache_dir())
+    cache_file = folder / cache_name
+    shape = (len(paths), size, size, 3)
     if cache and cache_file.is_file():
         try:
-            arr = np.load(cache_file, mmap_mode=None)
-            if arr.shape == (len(paths), size, size, 3) and arr.dtype == np.uint8:
-                return _hwc_to_tensor(arr)
+            arr = np.load(cache_file, mmap_mode="r")
+            if arr.shape == shape and arr.dtype == np.uint8:
+                return DiskImages(cache_file) if on_disk else _hwc_to_tensor(np.array(arr))
         except Exception:  # an unreadable cache is rebuilt
             log.warning("ignoring unreadable cache %s", cache_file)
-    arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    n_workers = workers or min(8, os.cpu_count() or 1)
+    if not cache and not on_disk:
+        arr = np.empty(shape, dtype=np.uint8)
+        def keep(start: int, chunk: np.ndarray) -> None:
+            arr[start : start + len(chunk)] = chunk
 
-    def work(i: int) -> None:
+        _decode_into(paths, size, workers, key_prefix, keep)
+        return _hwc_to_tensor(arr)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{cache_name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        if on_disk:
+            raise OSError(f"cannot write the decoded-image file for {key_prefix} in {folder}: {exc}; set cache_dir "
+                          "or $PRUNING_STUDY_CACHE to a writable folder") from exc
+        log.warning("could not write cache in %s: %s", folder, exc)  # a read-only cache location only costs speed
+        return _decode_images(paths, size, cache=False, cache_dir=None, key_prefix=key_prefix, workers=workers)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            header = np.lib.format.header_data_from_array_1_0(np.empty((0, size, size, 3), dtype=np.uint8))
+            header["shape"] = shape
+            np.lib.format.write_array_header_1_0(f, header)
+            _decode_into(paths, size, workers, key_prefix, lambda start, chunk: f.write(chunk.tobytes()))
+        if cache:
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, cache_file)
+            tmp = cache_file
+        if on_disk:
+            return DiskImages(tmp, unlink=not cache)  # a temporary file lives as long as its descriptor
+        return _hwc_to_tensor(np.load(tmp))
+    finally:
+        if not cache:
+            tmp.unlink(missing_ok=True)
+
+
+_DECODE_CHUNK = 512  # images decoded between two writes: bounds the memory of decoding
+
+
+def _decode_into(
+    paths: Sequence[Path], size: int, workers: int | None, what: str, write: Callable[[int, np.ndarray], Any]
+) -> None:
+    """Decode ``paths`` in order, handing ``write(start, chunk)`` one uint8 ``n x H x W x 3`` chunk at a time."""
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    chunk = np.empty((min(_DECODE_CHUNK, len(paths)), size, size, 3), dtype=np.uint8)
+
+    def work(job: tuple[int, int]) -> None:
+        i, start = job
         try:
-            arr[i] = _decode_one(paths[i], size)
+            chunk[i - start] = _decode_one(paths[i], size)
         except (OSError, ValueError) as exc:
             raise ChecksumError(f"cannot decode image {paths[i]}: {exc}; the file is corrupt") from exc
 
-    with _progress(len(paths), f"decoding {key_prefix}", unit="img") as bar:
-        if n_workers <= 1 or len(paths) < 64:
-            for i in range(len(paths)):
-                work(i)
-                bar.update(1)
-        else:
-            with ThreadPoolExecutor(n_workers) as pool:
-                for _ in pool.map(work, range(len(paths))):
+    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 and len(paths) >= 64 else None
+    try:
+        with _progress(len(paths), f"decoding {what}", unit="img") as bar:
+            for start in range(0, len(paths), _DECODE_CHUNK):
+                stop = min(start + _DECODE_CHUNK, len(paths))
+                jobs = [(i, start) for i in range(start, stop)]
+                for _ in pool.map(work, jobs) if pool is not None else map(work, jobs):
                     bar.update(1)
-    if cache:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{cache_file.name}.", suffix=".part", dir=cache_file.parent)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, cache_file)
-        except OSError as exc:  # a read-only cache location only costs speed
-            log.warning("could not write cache %s: %s", cache_file, exc)
-    return _hwc_to_tensor(arr)
+                write(start, chunk[: stop - start])
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def _build_file_splits(
@@ -786,11 +1005,13 @@ def _build_file_splits(
     seed: int,
     options: Mapping[str, Any],
     key_prefix: str,
+    on_disk: bool = False,
 ) -> dict[str, Split]:
     """Apply per-split subsets, decode only the images used, and assemble the Splits.
 
     When ``indices["val"] is indices["test"]`` (one held-out set serves as both), the returned
-    ``val`` and ``test`` are the same Split, shrunk by ``test_subset``.
+    ``val`` and ``test`` are the same Split, shrunk by ``test_subset``. With ``on_disk`` the splits are
+    :class:`DiskImages` views of one decoded file.
     """
     val_is_test = indices["val"] is indices["test"]
     if val_is_test:
@@ -808,12 +1029,13 @@ def _build_file_splits(
         cache_dir=options.get("cache_dir"),
         key_prefix=key_prefix,
         workers=options.get("workers"),
+        on_disk=on_disk,
     )
     position = np.full(len(paths), -1, dtype=np.int64)
     position[used] = np.arange(len(used))
     y = torch.from_numpy(labels.astype(np.int64))
     out = {
-        s: Split(images[torch.from_numpy(position[idx])], y[torch.from_numpy(idx)], list(classes))
+        s: Split(_take(images, position[idx]), y[torch.from_numpy(idx)], list(classes))
         for s, idx in indices.items()
     }
     if val_is_test:
@@ -865,7 +1087,7 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
-def _load_visa(*, root, size, seed, download, options) -> dict[str, Split]:
+def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     base = _visa_root(root)
     objects = _visa_objects(base, options.get("objects"))
@@ -929,7 +1151,7 @@ def _load_visa(*, root, size, seed, download, options) -> dict[str, Split]:
             indices = {"train": tr_all[tr], "val": tr_all[va], "test": te_all}
     return _build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
-        key_prefix="visa",
+        key_prefix="visa", on_disk=on_disk,
     )  # fmt: skip
 
 
@@ -989,16 +1211,21 @@ def _mvtec_root(root: str | Path | None) -> tuple[Path, str]:
         if _folder_classes(c):
             return c, "folders"
     raise DatasetNotFoundError(
-        "MVTec 3D object classification data not found: looked for class folders (<root>/<class>/*.jpg, "
-        "optionally under train/ valid/ test/) and COCO JSON files in "
+        "MVTec object-classification data (the synthetic MVTec ITODD object set of Schuerrle et al. 2023) not "
+        "found: looked for COCO JSON files (up to three folders deep, e.g. annotations.json beside images/, "
+        "annotations/*.json, or <split>/_annotations.coco.json) and class folders (<root>/<class>/*.jpg, "
+        "optionally under train/ valid/ test/) in "
         + ", ".join(str(c) for c in candidates)
-        + ". Get the 224 x 224 MVTec 3D object-classification export (10 classes) and pass root= its folder, "
-        "or set $MVTEC3D_CLS_ROOT"
+        + ". Download the dataset from its Kaggle page (the paper's reference 'Schuerrle et al. 2023'), for "
+        "example with the kaggle client: kaggle datasets download <owner>/<dataset> --unzip -p <folder>; then "
+        "pass root= that folder, or set $MVTEC3D_CLS_ROOT"
     )
 
 
 def _coco_files(base: Path) -> list[Path]:
-    return sorted(p for p in list(base.glob("*.json")) + list(base.glob("*/*.json")) if p.is_file())
+    found = [p for pattern in ("*.json", "*/*.json", "*/*/*.json") for p in base.glob(pattern)]
+    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(base).parts)  # noqa: E731
+    return sorted(p for p in found if p.is_file() and not hidden(p))
 
 
 _SPLIT_DIRS = ("train", "training", "val", "valid", "validation", "test", "testing")
@@ -1019,6 +1246,25 @@ def _folder_classes(base: Path) -> dict[str, list[Path]]:
     return out
 
 
+def _image_dirs(json_file: Path, base: Path) -> list[Path]:
+    """Folders a COCO ``file_name`` may be relative to, most likely first."""
+    here, up = json_file.parent, json_file.parent.parent
+    dirs = [here, here / "images", up / "images", up, base, base / "images"]
+    inside = [d for d in dirs if d == base or base in d.parents]  # never above the dataset's folder
+    return list(dict.fromkeys(inside))
+
+
+def _resolve_image(name: str, dirs: list[Path], start: int) -> tuple[Path | None, int]:
+    """The file ``name`` (or its base name) under one of ``dirs``, trying ``dirs[start]`` first."""
+    order = [start] + [i for i in range(len(dirs)) if i != start]
+    for rel in dict.fromkeys((name, Path(name).name)):
+        for i in order:
+            path = dirs[i] / rel
+            if path.is_file():
+                return path, i
+    return None, start
+
+
 def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
     """(paths, labels, classes) merged over every COCO JSON under ``base`` (one object per image)."""
     files = [p for p in _coco_files(base) if _is_coco(p)]
@@ -1037,13 +1283,14 @@ def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
                     f"{jf}: annotation {ann.get('id')} has unknown category_id {cid}; known: {sorted(cats)}"
                 )
             by_id.setdefault(ann["image_id"], set()).add(cats[cid])
+        dirs, hit = _image_dirs(jf, base), 0
         for img in coco["images"]:
             names = by_id.get(img["id"], set())
             name = img["file_name"]
-            path = next((p for p in (jf.parent / name, jf.parent / "images" / name, base / name) if p.is_file()), None)
+            path, hit = _resolve_image(name, dirs, hit)
             if path is None:
                 raise DatasetNotFoundError(
-                    f"{jf}: image {name!r} not found next to the JSON, in images/ or under {base}"
+                    f"{jf}: image {name!r} not found in any of {', '.join(str(d) for d in dirs)}"
                 )
             if not names:
                 log.warning("%s: image %s has no annotation; skipped", jf, name)
@@ -1054,6 +1301,7 @@ def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
                     "mvtec3d_cls expects one object per image"
                 )
             per_image.setdefault(path, set()).update(names)
+        del coco, by_id
     conflicting = [str(p) for p, n in per_image.items() if len(n) > 1]
     if conflicting:
         raise ValueError(f"images labelled with different categories in different JSON files: {conflicting[:3]}")
@@ -1066,7 +1314,7 @@ def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def _load_mvtec3d_cls(*, root, size, seed, download, options) -> dict[str, Split]:
+def _load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     layout = options.get("layout", "auto")
     if layout not in ("auto", "folders", "coco"):
@@ -1083,13 +1331,16 @@ def _load_mvtec3d_cls(*, root, size, seed, download, options) -> dict[str, Split
         labels = [i for i, c in enumerate(classes) for _ in groups[c]]
     if len(classes) < 2:
         raise DatasetNotFoundError(f"mvtec3d_cls at {base} ({layout}) has {len(classes)} class(es); expected 10")
+    if len(classes) != len(MVTEC_CLS_OBJECTS):
+        log.warning("mvtec3d_cls at %s has %d classes (%s); the paper's set has %d", base, len(classes),
+                    ", ".join(classes), len(MVTEC_CLS_OBJECTS))  # fmt: skip
     y = np.asarray(labels, dtype=np.int64)
     pool = _subset_indices(y, options.get("max_samples"), seed, "max_samples")
     train, test, val = stratified_split(y[pool], [0.7, 0.2, 0.1], seed)
     indices = {"train": pool[train], "val": pool[val], "test": pool[test]}
     return _build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
-        key_prefix="mvtec3d_cls",
+        key_prefix="mvtec3d_cls", on_disk=on_disk,
     )  # fmt: skip
 
 
@@ -1180,6 +1431,15 @@ _LOADERS: dict[str, Callable[..., dict[str, Split]]] = {
 }
 
 
+def dataset_reader(name: str) -> str:
+    """The reader behind a dataset name: itself, or a variant's reader (see :data:`DATASET_VARIANTS`)."""
+    if name in DATASET_VARIANTS:
+        return DATASET_VARIANTS[name][0]
+    if name not in _LOADERS:
+        raise UnknownDatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return name
+
+
 def load_splits(
     name: str,
     *,
@@ -1187,23 +1447,30 @@ def load_splits(
     size: int | None = None,
     seed: int = 0,
     download: bool = True,
+    on_disk: bool = False,
     **options: Any,
 ) -> dict[str, Split]:
-    """Load a dataset of the study as ``{"train", "val", "test"}`` in-memory splits.
+    """Load a dataset of the study as ``{"train", "val", "test"}`` splits.
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS` (a variant such as ``mvtec3d_cls_small`` reads with its
+            reader and starts from its default options).
         root: folder holding the data (see the module docstring for the search order per dataset).
         size: image side in pixels. BloodMNIST: one of 28 (default), 64, 128, 224 (the official file of
-            that size). VisA / MVTec 3D: resize target at load (default 224). CIFAR / digits: native
+            that size). VisA / MVTec: resize target at load (default 224). CIFAR / digits: native
             size when None, else resized (antialiased bilinear) at load.
         seed: seed of every random split and subset; the same seed gives the same splits.
         download: fetch missing files (BloodMNIST, CIFAR); with False a missing file is an error.
+        on_disk: for the decoded JPEG datasets (:data:`ON_DISK_READERS`), leave the images on disk:
+            each split's ``images`` is a :class:`DiskImages` view of the decoded ``.npy`` file, and
+            resident memory does not grow with the number of images. Ignored by the datasets that
+            are small arrays in memory anyway.
         **options: dataset options, see :data:`DATASET_OPTIONS`: ``max_samples``, ``train_subset``,
             ``val_subset``, ``test_subset`` (ints, stratified); VisA ``split`` (``"paper"`` or an official
-            split CSV name / path), ``objects``, ``val_fraction``; MVTec 3D ``layout``
-            (``auto``/``folders``/``coco``); CIFAR ``val_fraction`` (default 0.1); VisA / MVTec 3D
-            ``cache`` (default True), ``cache_dir``, ``workers`` (decoding threads).
+            split CSV name / path), ``objects``, ``val_fraction``; MVTec ``layout``
+            (``auto``/``folders``/``coco``); CIFAR ``val_fraction`` (default 0.1); VisA / MVTec
+            ``cache`` (default True), ``cache_dir``, ``workers`` (decoding threads); every dataset
+            ``stream`` (``auto``/``true``/``false``: read by the runner, checked here).
 
     Returns:
         ``{"train": Split, "val": Split, "test": Split}``. Where the protocol uses one held-out set as
@@ -1217,15 +1484,17 @@ def load_splits(
         ChecksumError: a file is corrupt or not the official one; it is not used.
         ValueError: a bad option value (e.g. a BloodMNIST size other than 28, 64, 128, 224).
     """
-    if name not in _LOADERS:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    reader = dataset_reader(name)
     accepted = DATASET_OPTIONS[name]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UnknownOptionError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; accepted: "
-            f"root, size, seed, download, {', '.join(accepted)}"
+            f"root, size, seed, download, on_disk, {', '.join(accepted)}"
         )
+    if name in DATASET_VARIANTS:
+        defaults = DATASET_VARIANTS[name][1]
+        options = {**defaults, **{k: v for k, v in options.items() if v is not None or k not in defaults}}
     if size is not None:
         _check_int("size", size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -1235,4 +1504,13 @@ def load_splits(
             options[key] = _check_int(key, options[key])
     if "workers" in options and options["workers"] is not None:
         options["workers"] = _check_int("workers", options["workers"])
-    return _LOADERS[name](root=root, size=size, seed=int(seed), download=bool(download), options=options)
+    check_stream(options.pop("stream", "auto"))
+    extra = {"on_disk": bool(on_disk)} if reader in ON_DISK_READERS else {}
+    return _LOADERS[reader](root=root, size=size, seed=int(seed), download=bool(download), options=options, **extra)
+
+
+def check_stream(value: Any) -> Any:
+    """``value`` if it is a valid ``stream`` option (``auto``, ``true``, ``false``), else a ValueError."""
+    if not any(value is choice or (isinstance(value, str) and value == choice) for choice in STREAM_CHOICES):
+        raise ValueError(f"stream must be auto, true or false, got {value!r}")
+    return value

@@ -142,6 +142,7 @@ def plan(params: StudyParams) -> list[RunSpec]:
 
 @functools.lru_cache(maxsize=4)
 def _load_splits_cached(dataset: str, key: str) -> dict[str, Any]:
+    """The dataset's splits; the decoded JPEG datasets stay on disk (``DiskImages``, read by batch or chunk)."""
     from helpers import data as data_mod
 
     opts = json.loads(key)
@@ -151,6 +152,7 @@ def _load_splits_cached(dataset: str, key: str) -> dict[str, Any]:
         size=opts["image_size"],
         seed=opts["data_seed"],
         download=True,
+        on_disk=data_mod.dataset_reader(dataset) in data_mod.ON_DISK_READERS,
         train_subset=opts["train_subset"],
         val_subset=opts["val_subset"],
         test_subset=opts["test_subset"],
@@ -163,27 +165,78 @@ def _split_key(run: Mapping[str, Any]) -> str:
     return json.dumps({k: run[k] for k in keys}, sort_keys=True)
 
 
+#: ``stream: auto`` streams when the prepared float32 splits would take more than this fraction of the
+#: memory available now (and, for a CUDA device, of the device's memory).
+STREAM_MEMORY_FRACTION = 0.5
+
+
+def _available_memory_bytes(device: str) -> float:
+    """The memory prepared tensors may use: the host's available memory, and the device's on CUDA."""
+    try:
+        import psutil
+
+        limit = float(psutil.virtual_memory().available)
+    except ImportError:  # psutil is a dependency; /proc is the fallback on Linux
+        limit = float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = int(device.split(":")[1]) if ":" in device else 0
+        limit = min(limit, float(torch.cuda.get_device_properties(index).total_memory))
+    return limit
+
+
+def _streams(splits: Mapping[str, Any], min_size: int, stream: Any, device: str) -> bool:
+    """Whether the run streams its batches (``stream`` true), or holds prepared floats (false);
+    ``auto``: stream when the float32 splits would exceed :data:`STREAM_MEMORY_FRACTION` of the memory."""
+    from helpers.data import check_stream
+    from helpers.transforms import prepared_shape
+
+    stream = check_stream(stream)
+    if stream != "auto":
+        return bool(stream)
+    distinct = {id(split): split for split in splits.values()}.values()  # val may be test (VisA paper)
+    nbytes = sum(4 * math.prod(prepared_shape(split.images.shape, min_size)) for split in distinct)
+    return nbytes > STREAM_MEMORY_FRACTION * _available_memory_bytes(device)
+
+
 @functools.lru_cache(maxsize=4)
-def _prepared(dataset: str, key: str, min_size: int) -> Data:
-    from helpers.transforms import channel_stats, prepare_images
+def _prepared(dataset: str, key: str, min_size: int, stream: bool = False) -> Data:
+    from helpers.transforms import StreamedImages, channel_stats, prepare_images
 
     splits = _load_splits_cached(dataset, key)
     mean, std = channel_stats(splits["train"].images)
-    prep = {name: prepare_images(split.images, min_size=min_size, mean=mean, std=std) for name, split in splits.items()}
+    prep: dict[int, Any] = {}
+    for split in splits.values():  # once per distinct split (VisA's paper protocol: val is test)
+        if id(split) not in prep:
+            make = StreamedImages if stream else prepare_images
+            prep[id(split)] = make(split.images, min_size=min_size, mean=mean, std=std)
+    x = {name: prep[id(split)] for name, split in splits.items()}
     return Data(
-        train_x=prep["train"], train_y=splits["train"].labels.long(),
-        val_x=prep["val"], val_y=splits["val"].labels.long(),
-        test_x=prep["test"], test_y=splits["test"].labels.long(),
+        train_x=x["train"], train_y=splits["train"].labels.long(),
+        val_x=x["val"], val_y=splits["val"].labels.long(),
+        test_x=x["test"], test_y=splits["test"].labels.long(),
         num_classes=len(splits["train"].classes),
     )  # fmt: skip
 
 
 def prepare_data(spec: RunSpec) -> Data:
-    """The run's splits as float tensors on the CPU: normalised with the training split's channel
-    statistics and padded to the model's minimum input (cached per process)."""
+    """The run's splits on the CPU, normalised with the training split's channel statistics and padded
+    to the model's minimum input (cached per process).
+
+    Two forms with the same values batch for batch: float tensors in memory (the fast path), or,
+    for data too large for that (the full MVTec set), :class:`helpers.transforms.StreamedImages`
+    that prepare each batch from the uint8 rows (read from the decoded file for the JPEG datasets) when it is
+    read, so resident memory does not grow with the number of images. The dataset option ``stream``
+    chooses: ``auto`` (default: stream when the floats would take more than
+    :data:`STREAM_MEMORY_FRACTION` of the available memory), ``true`` or ``false``.
+    """
     from helpers.models import min_input_size
 
-    return _prepared(spec.dataset, _split_key(spec.params), min_input_size(spec.model))
+    key, min_size = _split_key(spec.params), min_input_size(spec.model)
+    option = spec.params["dataset_options"].get("stream", "auto")
+    stream = _streams(_load_splits_cached(spec.dataset, key), min_size, option, spec.params["device"])
+    if stream:
+        log.info("%s: streaming batches from the %s images on disk", spec.run_id, spec.dataset)
+    return _prepared(spec.dataset, key, min_size, stream)
 
 
 def check_device_available(device: str) -> None:

@@ -8,7 +8,9 @@ epoch's training and validation (so validation never sees units a swap just re-i
 cost counts as training), ``on_train_end`` by the caller after :func:`fit`.
 
 Speed (the loop must stay close to a minimal PyTorch loop): the data are pre-padded, pre-normalised
-float tensors in memory, indexed by a seeded ``torch.randperm`` per epoch; loss and confusion counts
+float tensors in memory, indexed by a seeded ``torch.randperm`` per epoch (a dataset too large for that
+is a :class:`helpers.transforms.StreamedImages`, indexed the same way, which prepares each batch from
+uint8 rows on demand, with the same values and batch order); loss and confusion counts
 accumulate as tensors (no per-step ``.item()`` synchronisation); evaluation runs at a larger batch under
 ``torch.inference_mode``; Adam is the fused implementation where available.
 
@@ -54,7 +56,12 @@ __all__ = [
 
 @dataclass
 class Data:
-    """A dataset ready for training: float images (pre-padded, normalised) and int64 labels per split."""
+    """A dataset ready for training: float images (pre-padded, normalised) and int64 labels per split.
+
+    Each ``*_x`` is a float tensor ``N x C x H x W``, or, for data too large to hold as floats, a
+    :class:`helpers.transforms.StreamedImages` that returns the same tensor for the same index
+    (it has ``shape``, ``device``, ``to`` and indexing; labels are always tensors).
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -121,7 +128,8 @@ def train_one_epoch(
         model: the model (put in train mode here).
         optimizer: its optimizer.
         method: the pruning method (:class:`helpers.pruning.PruningMethod`); ``after_step`` is called.
-        images: float images ``[N, C, H, W]`` on the model's device.
+        images: float images ``[N, C, H, W]`` on the model's device, or a
+            :class:`helpers.transforms.StreamedImages` returning batches there.
         labels: int64 labels ``[N]`` on the same device.
         batch_size: images per step.
         num_classes: classes of the task.
@@ -135,7 +143,9 @@ def train_one_epoch(
     model.train()
     device = images.device
     n = images.shape[0]
-    order = torch.randperm(n, generator=generator).to(device)
+    order = torch.randperm(n, generator=generator)
+    if isinstance(images, torch.Tensor):  # in memory: index on the device; streamed: the rows are read on the CPU
+        order = order.to(device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     seen = 0
@@ -170,7 +180,7 @@ def evaluate(
     batch_size: int,
     num_classes: int,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Score ``model`` (in eval mode) on ``images``.
+    """Score ``model`` (in eval mode) on ``images`` (a float tensor or a ``StreamedImages``), in order.
 
     Returns:
         ``(metrics, probs)``: metrics ``loss``, ``accuracy``, ``precision``, ``recall``, ``f1``,

@@ -15,6 +15,12 @@ The pipeline the study uses (see ``helpers.data`` for the images themselves):
 3. :func:`augment_batch` applies random horizontal flips and small rotations to a float batch during
    training, drawn from an explicit ``torch.Generator`` so that a run is reproducible.
 
+A dataset too large for step 2 (the full MVTec set: 100,000 images at 224 px, 60 GB as float32) is
+wrapped in :class:`StreamedImages` instead: it applies the same conversion to one batch at a time,
+reading the uint8 rows (in memory, or from the decoded file on disk, ``helpers.data.DiskImages``) when a batch is
+asked for and moving them to the device as uint8 (a quarter of the float bytes). Indexed like the
+prepared tensor, it returns the same values, so the training loop takes either.
+
 Rotation uses ``torch.nn.functional.affine_grid`` / ``grid_sample`` (bilinear, zero fill, i.e. the mean
 after normalisation), the batched equivalent of torchvision's ``RandomRotation``.
 """
@@ -23,18 +29,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["channel_stats", "normalize", "pad_to_min_size", "resize_images", "prepare_images", "augment_batch"]
+__all__ = [
+    "channel_stats", "normalize", "pad_to_min_size", "resize_images", "prepare_images", "prepared_shape",
+    "StreamedImages", "augment_batch",
+]  # fmt: skip
 
 # Images per chunk when reducing or converting large uint8 datasets (bounds the float32 temporaries).
 _CHUNK = 4096
 
 
 def _check_uint8_images(images: torch.Tensor, what: str = "images") -> None:
-    if not isinstance(images, torch.Tensor):
+    """A uint8 tensor ``N x C x H x W``, or an object indexed like one (``helpers.data.DiskImages``)."""
+    if not isinstance(images, torch.Tensor) and not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         raise TypeError(f"{what} must be a torch.Tensor of shape N x C x H x W, got {type(images).__name__}")
     if images.dtype != torch.uint8:
         raise TypeError(f"{what} must be uint8 (0..255), got {images.dtype}; pass the Split's images as loaded")
@@ -147,15 +158,99 @@ def prepare_images(
             )
     chunks = []
     for start in range(0, images.shape[0], _CHUNK):
-        x = images[start : start + _CHUNK].to(torch.float32).div_(255.0)
-        if size is not None:
-            x = resize_images(x, size).clamp_(0.0, 1.0)
-        x = normalize(x, mean, std)
-        chunks.append(pad_to_min_size(x, min_size, value=0.0))
+        chunks.append(_prepare_batch(images[start : start + _CHUNK], min_size=min_size, mean=mean, std=std, size=size))
     if not chunks:  # N == 0: keep the output shape consistent
         h, w = images.shape[-2:] if size is None else (size, size)
         return torch.empty(0, images.shape[1], max(h, min_size), max(w, min_size), dtype=torch.float32)
     return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def _prepare_batch(
+    batch: torch.Tensor,
+    *,
+    min_size: int,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    size: int | None = None,
+) -> torch.Tensor:
+    """One uint8 batch to float32: the element-wise steps of :func:`prepare_images`, on ``batch``'s device."""
+    x = batch.to(torch.float32).div_(255.0)
+    if size is not None:
+        x = resize_images(x, size).clamp_(0.0, 1.0)
+    x = normalize(x, mean, std)
+    return pad_to_min_size(x, min_size, value=0.0)
+
+
+def prepared_shape(images_shape: Sequence[int], min_size: int, size: int | None = None) -> tuple[int, int, int, int]:
+    """The shape :func:`prepare_images` gives uint8 images of shape ``images_shape``."""
+    n, c, h, w = (int(v) for v in images_shape)
+    if size is not None:
+        h = w = size
+    return n, c, max(h, min_size), max(w, min_size)
+
+
+class StreamedImages:
+    """A split's images prepared one batch at a time; indexed like the tensor :func:`prepare_images` makes.
+
+    ``streamed[index]`` (an int, a slice, or an index tensor / array) reads those uint8 rows from
+    ``images`` (a tensor in memory or a ``helpers.data.DiskImages`` view of the decoded file),
+    moves them to ``device`` as uint8 and converts them there exactly as :func:`prepare_images` does
+    (scale, optional resize, normalise, pad); on the same device the values are identical. Nothing
+    but the batch asked for is held, so memory does not grow with the number of images.
+
+    Args:
+        images: uint8 images ``N x C x H x W`` (tensor) or an object indexed like one.
+        min_size: the model's smallest input.
+        mean: per-channel mean in ``[0, 1]`` units (of the training split).
+        std: per-channel standard deviation in ``[0, 1]`` units.
+        size: optional square target size.
+        device: where batches are returned.
+    """
+
+    dtype = torch.float32
+    ndim = 4
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        *,
+        min_size: int,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        size: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        _check_uint8_images(images)
+        self.images = images
+        self.min_size, self.size = int(min_size), size
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        self.std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        self.device = torch.device(device)
+        self._mean, self._std = self.mean.to(self.device), self.std.to(self.device)
+        self.shape = torch.Size(prepared_shape(images.shape, self.min_size, size))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        if isinstance(index, int):
+            return self[[index + len(self) if index < 0 else index]][0]
+        if isinstance(index, torch.Tensor):
+            index = index.cpu()  # the rows live on the CPU
+        batch = self.images[index]
+        if self.device.type != "cpu":
+            batch = batch.to(self.device, non_blocking=batch.is_pinned())
+        return _prepare_batch(batch, min_size=self.min_size, mean=self._mean, std=self._std, size=self.size)
+
+    def to(self, device: torch.device | str) -> "StreamedImages":
+        """The same images, returned on ``device``."""
+        return StreamedImages(
+            self.images, min_size=self.min_size, mean=self.mean, std=self.std, size=self.size, device=device
+        )
+
+    def cpu(self) -> "StreamedImages":
+        """The same images, returned on the CPU."""
+        return self.to("cpu")
 
 
 def augment_batch(
