@@ -3,8 +3,8 @@
 The flow is one way (see DESIGN.md): :func:`helpers.config.expand_grid` plans the runs;
 :func:`run_one` executes one :class:`~helpers.config.RunSpec` as a pure function of the spec and the
 study folder; :func:`helpers.results.collect` rebuilds the tables from the run folders. The local
-executor runs the specs in order in this process (dense runs come before the ``post_training`` runs
-that reuse them); since :func:`run_one` needs nothing else, the Dask executor distributes the same
+executor runs the specs in order, each in a fresh process by default (dense runs come before the
+``post_training`` runs that reuse them); since :func:`run_one` needs nothing else, the Dask executor distributes the same
 specs, one task per run (:mod:`helpers.executors`; the study file's ``executor`` picks one).
 
 A run works in ``<study>/runs/.work/<run_id>/`` and, once finished, that folder is renamed to
