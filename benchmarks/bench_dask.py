@@ -8,12 +8,19 @@ starting the ``LocalCluster`` and its worker processes (torch imports, data load
 training, testing, inference and collecting the tables. Configurations, each with one torch thread
 per run:
 
-- ``local``: the in-process sequential executor (the reference without Dask);
+- ``local``: the sequential local executor, a fresh process per run (the default; the reference
+  without Dask);
+- ``local-shared``: the same, all runs in this process (``process_per_run: false``), which shows what
+  a process per run costs;
 - ``dask-1``: a LocalCluster with 1 worker process;
 - ``dask-2``: a LocalCluster with 2 worker processes (one run each at a time).
 
 The order is rotated per repeat so drifting machine load hits every configuration; the load average
-is printed before and after. The issue's target is ``dask-2 <= 0.6 x dask-1`` on 2 cores.
+is printed before and after. Ratios are paired: in each repeat a configuration's wall time is divided
+by ``dask-1``'s of the same repeat (they ran back to back), and the median of those per-repeat ratios
+is reported, as ``bench_training.py`` does; this machine's speed drifts by 30 % and more within
+minutes, which a ratio of medians keeps and a ratio of adjacent rounds cancels (the ratio of medians
+is printed beside it). The issue's target is ``dask-2 <= 0.6 x dask-1`` on 2 cores.
 
 Usage::
 
@@ -38,6 +45,7 @@ from helpers.config import expand_grid, load_params
 
 CONFIGS = {
     "local": "local",
+    "local-shared": {"kind": "local", "process_per_run": False},
     "dask-1": {"kind": "dask", "n_workers": 1, "threads_per_worker": 1, "dashboard": False},
     "dask-2": {"kind": "dask", "n_workers": 2, "threads_per_worker": 1, "dashboard": False},
 }
@@ -66,6 +74,13 @@ def measure(name: str, epochs: int, train_subset: int, root: Path) -> dict:
     return {"config": name, "wall_s": wall, "runs": len(runs), "train_s_sum": float(runs.train_time_s.sum())}
 
 
+def paired_ratio(rows: list[dict], name: str, reference: str) -> float:
+    """Median over repeats of ``name``'s wall time over ``reference``'s in the same repeat (back to back)."""
+    walls = {(r["repeat"], r["config"]): r["wall_s"] for r in rows}
+    ratios = [walls[(k, name)] / walls[(k, reference)] for k, c in walls if c == name and (k, reference) in walls]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=2)
@@ -89,11 +104,14 @@ def main() -> None:
         name: statistics.median(r["wall_s"] for r in results["rows"] if r["config"] == name) for name in args.configs
     }
     results["median_wall_s"] = medians
+    reference = "dask-1" if "dask-1" in args.configs else args.configs[0]
+    results["paired_ratio_vs"] = reference
+    results["paired_ratio"] = {name: paired_ratio(results["rows"], name, reference) for name in args.configs}
     print(f"load average at end {results['loadavg_end']}")
-    print("\n| configuration | wall time (s) | vs dask-1 |\n|---|---:|---:|")
+    print(f"\n| configuration | wall time (s), median | vs {reference}, paired | vs {reference}, ratio of medians |")
+    print("|---|---:|---:|---:|")
     for name, wall in medians.items():
-        ratio = f"{wall / medians['dask-1']:.2f} x" if "dask-1" in medians else "-"
-        print(f"| {name} | {wall:.1f} | {ratio} |")
+        print(f"| {name} | {wall:.1f} | {results['paired_ratio'][name]:.2f} x | {wall / medians[reference]:.2f} x |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -1,7 +1,10 @@
 """Pruning overhead and compaction speed on this machine's CPU (issue 3). Run by hand, not in CI.
 
-Measures, in one process and side by side (medians of several runs, after warm-up, ``time.perf_counter``,
-``torch.set_num_threads(2)`` by default, 32 x 32 inputs like padded BloodMNIST):
+Measures, in one process and side by side (several alternating rounds after warm-up, ``time.perf_counter``,
+``torch.set_num_threads(2)`` by default, 32 x 32 inputs like padded BloodMNIST). Every ratio (overhead,
+speedup) is paired, as in ``bench_training.py``: the median over rounds of the ratio of the two
+variants timed back to back in that round, which cancels this machine's drift in speed that a ratio of
+medians keeps; the medians themselves are reported beside it:
 
 (a) the per-step training overhead of masking: a dense training step (zero_grad, forward, backward,
     fused Adam step) against the same step followed by ``method.after_step`` (the mask re-applied
@@ -16,6 +19,7 @@ Measures, in one process and side by side (medians of several runs, after warm-u
 Usage::
 
     .venv/bin/python benchmarks/bench_pruning.py [--models resnet18 vgg16] [--threads 2] [--repeats 7]
+    .venv/bin/python benchmarks/bench_pruning.py --models resnet18 --repeats 3 --warmup 1 --train-batch 8  # short
 """
 
 from __future__ import annotations
@@ -51,6 +55,26 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of the ratio of the two timings taken back to back in that round."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each call per round, the variants timed back to back in every round (order swapped each round)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def training_overhead(name: str, batch_size: int, repeats: int, warmup: int) -> dict:
@@ -89,7 +113,8 @@ def training_overhead(name: str, batch_size: int, repeats: int, warmup: int) -> 
         "batch_size": batch_size,
         "dense_step_ms": dense_ms,
         "masked_step_ms": masked_ms,
-        "overhead_pct_steps": 100 * (masked_ms - dense_ms) / dense_ms,
+        "overhead_pct_steps": 100 * (paired_ratio(masked, dense) - 1),
+        "overhead_pct_steps_of_medians": 100 * (masked_ms - dense_ms) / dense_ms,
         "dense_step_min_ms": min(dense) * 1e3,
         "masked_step_min_ms": min(masked) * 1e3,
         "after_step_ms": mask_only * 1e3,
@@ -130,6 +155,7 @@ def inference(name: str, scenario: str, batch_sizes: list[int], repeats: int, wa
                     times[variant].append(time.perf_counter() - start)
         masked_ms = statistics.median(times["masked"]) * 1e3
         small_ms = statistics.median(times["compacted"]) * 1e3
+        speedup = paired_ratio(times["masked"], times["compacted"])
         rows.append({
             "model": name,
             "scenario": scenario,
@@ -138,11 +164,12 @@ def inference(name: str, scenario: str, batch_sizes: list[int], repeats: int, wa
             "compacted_layout": layouts["compacted"],
             "masked_ms": masked_ms,
             "compacted_ms": small_ms,
-            "speedup": masked_ms / small_ms,
+            "speedup": speedup,
+            "speedup_of_medians": masked_ms / small_ms,
             "macs_masked": macs,
             "macs_compacted": small_macs,
             "macs_ratio": macs / small_macs,
-            "speedup_over_macs_ratio": (masked_ms / small_ms) / (macs / small_macs),
+            "speedup_over_macs_ratio": speedup / (macs / small_macs),
             "params_masked": sum(p.numel() for p in model.parameters()),
             "params_compacted": sum(p.numel() for p in small.parameters()),
         })
@@ -161,9 +188,12 @@ def sparse_linear(batch_sizes: list[int], repeats: int, warmup: int) -> list[dic
     for batch_size in batch_sizes:
         x = torch.randn(batch_size, 256 * 49)
         with torch.inference_mode():
-            dense = median_time(lambda: x @ weight.T, repeats, warmup)
-            sparse = median_time(lambda: (csr @ x.T).T, repeats, warmup)
-        rows.append({"batch_size": batch_size, "dense_ms": dense * 1e3, "csr_ms": sparse * 1e3, "csr_speedup": dense / sparse})
+            times = alternate({"dense": lambda: x @ weight.T, "csr": lambda: (csr @ x.T).T}, repeats, warmup)
+        dense, sparse = statistics.median(times["dense"]), statistics.median(times["csr"])
+        rows.append({
+            "batch_size": batch_size, "dense_ms": dense * 1e3, "csr_ms": sparse * 1e3,
+            "csr_speedup": paired_ratio(times["dense"], times["csr"]), "csr_speedup_of_medians": dense / sparse,
+        })  # fmt: skip
     return rows
 
 

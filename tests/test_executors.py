@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,6 +85,28 @@ def test_bad_executor_settings_fail_naming_key_and_fix(executor, needles):
         load_params({**TINY, "executor": executor})
     message = str(info.value)
     assert all(n in message for n in needles), message
+
+
+def test_the_local_executor_gives_each_run_its_own_process_unless_told_not_to():
+    assert executors.validate_executor({"kind": "local", "process_per_run": True}) == "local"
+    shared = executors.validate_executor({"kind": "local", "process_per_run": False})
+    assert shared == {"kind": "local", "process_per_run": False}
+    assert executors.make_executor("local").process_per_run is True
+    assert executors.make_executor(shared).process_per_run is False
+    assert load_params({**TINY, "executor": shared})["executor"] == shared
+    with pytest.raises(ParamsError, match="process_per_run must be true or false"):
+        executors.validate_executor({"kind": "local", "process_per_run": "no"})
+    with pytest.raises(ParamsError, match="n_workers"):
+        executors.validate_executor({"kind": "local", "n_workers": 2})
+
+
+def test_a_run_whose_process_dies_is_recorded_as_failed(tmp_path, monkeypatch):
+    spec = expand_grid(load_params({**TINY, "methods": ["pre_training"], "out": str(tmp_path)}))[0]
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the run's interpreter exits at once, without a word
+    statuses = executors.LocalExecutor().run([spec], tmp_path, progress=False)
+    assert statuses == {spec.run_id: "failed"}
+    error = runner.work_dir(tmp_path, spec.run_id) / "error.json"
+    assert "exit code 1" in yaml.safe_load(error.read_text())["error"]
 
 
 def test_executor_settings_do_not_change_run_ids():

@@ -189,3 +189,78 @@ def test_a_model_measured_for_layout_can_still_train():
     measure.choose_memory_format(model, x, trials=1)
     model(x).sum().backward()  # parameters are not inference tensors
     assert model[0].weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------- the run's own device
+
+
+def test_gpu_energy_is_read_from_the_gpu_the_run_uses(monkeypatch):
+    # two GPUs with different energies: a run on GPU 1 must read GPU 1's, never GPU 0's
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "gpu", _FakeZeus(None, {0: 10.0, 1: 20.0}))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # as torch.cuda.device(1) on a Dask worker
+    for device, index, joules in (("cuda", 1, 20.0), ("cuda:0", 0, 10.0), ("cuda:1", 1, 20.0)):
+        meter = EnergyMeter(device)
+        assert meter.source == "zeus-gpu" and meter.device_index == index
+        with meter.measure() as reading:
+            pass
+        assert (reading.energy_j, reading.source, reading.device_index) == (joules, "zeus-gpu", index)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with EnergyMeter("cuda").measure() as reading:
+        pass
+    assert (reading.energy_j, reading.device_index) == (10.0, 0)
+
+
+def test_a_gpu_the_meter_cannot_see_is_unavailable(monkeypatch):
+    monkeypatch.setitem(measure._ZEUS_MONITORS, "gpu", _FakeZeus(None, {0: 10.0}))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    meter = EnergyMeter("cuda")
+    assert meter.source == "unavailable" and meter.device_index == 1
+    with meter.measure() as reading:
+        pass
+    assert math.isnan(reading.energy_j) and reading.device_index == 1
+
+
+def test_peak_memory_measures_the_current_cuda_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert PeakMemory("cuda").device_index == 3 and PeakMemory("cuda").device == torch.device("cuda", 3)
+    assert PeakMemory("cuda:2").device_index == 2 and PeakMemory("cpu").device_index is None
+
+
+def test_peak_memory_scope_says_whose_memory_it_is():
+    assert measure.peak_memory_scope("run-a", "cuda:1") == "cuda-allocator"
+    assert measure.peak_memory_scope("run-a", "cpu") == "shared-process"  # this process ran other tests
+    assert set(measure.PEAK_MEMORY_SCOPES) == {"own-process", "shared-process", "cuda-allocator"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peak_is_reset_per_phase():
+    with PeakMemory("cuda") as first:
+        block = torch.ones(64 * 2**20 // 4, device="cuda")  # 64 MiB
+        del block
+    with PeakMemory("cuda") as second:
+        small = torch.ones(2**20 // 4, device="cuda")  # 1 MiB
+        del small
+    assert first.peak_mb >= 64 and second.peak_mb < 32
+    assert second.device_index == torch.cuda.current_device()
+
+
+# ---------------------------------------------------------------------------------------------- CSR layers counted
+
+
+def test_count_params_and_macs_see_sparse_linear_layers():
+    from helpers.pruning import SparseLinear, count_macs
+
+    torch.manual_seed(0)
+    model = _Tiny()
+    with torch.no_grad():
+        model.fc.weight[torch.rand_like(model.fc.weight) < 0.8] = 0
+    x = torch.randn(1, 1, 8, 8)
+    total, nonzero = count_params(model)
+    dense_macs = count_macs(model, x)
+    fc_nnz = int(torch.count_nonzero(model.fc.weight))
+    model.fc = SparseLinear.from_linear(model.fc)
+    assert count_params(model) == (total, nonzero)  # the same weights, stored as CSR
+    conv_macs = 4 * 8 * 8 * 9
+    assert dense_macs == conv_macs + 3 * 256  # dense: the zeros are multiplied
+    assert count_macs(model, x) == conv_macs + fc_nnz  # CSR: only the stored weights are
+    assert count_macs(model, torch.randn(2, 1, 8, 8)) == 2 * (conv_macs + fc_nnz)

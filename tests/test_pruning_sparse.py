@@ -152,7 +152,7 @@ def test_runner_inference_rows_record_the_linear_formats(tmp_path, monkeypatch):
         "name": "sparse", "datasets": ["digits"], "models": ["resnet18"], "methods": ["pre_training"],
         "scenarios": ["mixed"], "epochs": 1, "batch_size": 16, "train_subset": 32, "val_subset": 16,
         "test_subset": 16, "threads": 1, "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1, 2]},
-        "out": str(tmp_path),
+        "out": str(tmp_path), "executor": {"kind": "local", "process_per_run": False},  # the patch is in this process
     })  # fmt: skip
     # force CSR so the whole path (choice, model file, reload, benchmark) runs with a SparseLinear layer
     monkeypatch.setattr(pruning, "choose_linear_formats", functools.partial(pruning.choose_linear_formats, force="csr"))

@@ -22,6 +22,7 @@ from helpers.measure import macro_auc
 from helpers.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
+IN_PROCESS = {"kind": "local", "process_per_run": False}  # for tests that patch this process
 
 
 def _tiny(out, **changes):
@@ -89,13 +90,26 @@ def test_energy_is_never_a_bare_zero(tiny_study):
         assert set(frame[source]) <= {"unavailable", "zeus-cpu-rapl", "zeus-gpu", "estimate-codecarbon-cpu"}
 
 
-def test_inference_rows_cover_both_variants_and_batch_sizes(tiny_study):
+def test_inference_rows_cover_every_variant_and_batch_size(tiny_study):
     _, study, _ = tiny_study
     inf = pd.read_csv(study / "results" / "inference.csv")
     runs = pd.read_csv(study / "results" / "runs.csv")
-    assert len(inf) == len(runs) * 2 * 2
-    assert set(zip(inf.variant, inf.batch_size)) == {("masked", 1), ("masked", 2), ("compacted", 1), ("compacted", 2)}
+    pruned = runs[runs.method != "dense"]
+    assert len(inf) == len(runs) * 2 * 2 + len(pruned) * 2  # masked, compacted; hooked for pruned runs
+    for run_id, rows in inf.groupby("run_id"):
+        variants = {"masked", "compacted"} | ({"hooked"} if run_id in set(pruned.run_id) else set())
+        assert set(zip(rows.variant, rows.batch_size)) == {(v, b) for v in variants for b in (1, 2)}
     assert (inf.device == "cpu").all() and (inf.threads == 1).all()
+    hooked = inf[inf.variant == "hooked"].set_index(["run_id", "batch_size"])
+    assert (hooked.max_abs_logit_diff == 0).all()  # the same weights, multiplied by their mask
+    masked_ = inf[inf.variant == "masked"].set_index(["run_id", "batch_size"]).loc[hooked.index]
+    assert (hooked.macs == masked_.macs).all() and (hooked.params_nonzero == masked_.params_nonzero).all()
+    assert (hooked.model_size_mb > 1.5 * masked_.model_size_mb).all()  # weight_orig and weight_mask
+    macs = runs.set_index("run_id")[["inference_macs_masked", "inference_macs_hooked", "inference_macs_compacted"]]
+    by_variant = inf[inf.batch_size == 1].pivot(index="run_id", columns="variant", values="macs")
+    for variant in ("masked", "compacted", "hooked"):
+        assert (macs[f"inference_macs_{variant}"].dropna() == by_variant[variant].dropna()).all()
+    assert macs.loc[runs[runs.method == "dense"].run_id, "inference_macs_hooked"].isna().all()
     assert (inf.latency_ms_p50 > 0).all() and (inf.latency_ms_p50 <= inf.latency_ms_p95).all()
     masked = inf[inf.variant == "masked"].set_index(["run_id", "batch_size"])
     compacted = inf[inf.variant == "compacted"].set_index(["run_id", "batch_size"])
@@ -106,6 +120,50 @@ def test_inference_rows_cover_both_variants_and_batch_sizes(tiny_study):
     assert (compacted.loc[list(uniform_like)].macs < masked.loc[list(uniform_like)].macs).all()
 
 
+def test_runs_record_their_theoretical_cost_and_whose_memory_it_is(tiny_study):
+    _, study, _ = tiny_study
+    runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
+    epochs = pd.read_csv(study / "results" / "epochs.csv")
+    assert (runs.peak_memory_scope == "own-process").all()  # the local executor's process per run
+    assert runs.device_index.isna().all()  # CPU
+    # 3 x the MACs per image of the network as trained x the 40 images, per epoch: the full network for
+    # dense (and masked) training, the compacted one (the final model's filter counts) for compacted training
+    train = epochs[epochs.phase == "train"].merge(runs.reset_index(), on="run_id", suffixes=("", "_run"))
+    trained_macs = train.inference_macs_masked.where(train.training_form == "masked", train.inference_macs_compacted)
+    # (a CSR classifier counts only its stored weights at inference: at most 5,120 of some 10^6-10^7 MACs)
+    assert np.allclose(train.train_flops, 3 * trained_macs * 40, rtol=1e-3)
+    assert set(train.training_form) == {"masked", "compacted"}
+    assert epochs[epochs.phase == "val"].train_flops.isna().all()
+    dense = runs.loc["dense"]
+    assert dense.train_flops == 3 * dense.inference_macs_masked * 40 * 2
+    assert runs.loc["post_training"].train_flops == dense.train_flops  # the dense run's, no fine-tuning
+    for method in ("pre_training", "in_training", "set"):
+        assert 0.2 < runs.loc[method].train_flops / dense.train_flops < 0.3  # conv 0.5: about a quarter
+    assert (runs.inference_macs_compacted < runs.inference_macs_masked).drop("dense").all()
+
+
+def test_compacted_training_counts_the_network_it_trained(tmp_path):
+    params = _tiny(tmp_path, methods=["in_training"], scenarios=["uniform"], training_form="compacted",
+                   inference={"samples": 1, "warmup": 0, "batch_sizes": [1]})  # fmt: skip
+    study = runner.run_study(params, progress=False)
+    runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
+    epochs = pd.read_csv(study / "results" / "epochs.csv")
+    pruned = runs.loc["in_training"]
+    train = epochs[(epochs.run_id == pruned.run_id) & (epochs.phase == "train")]
+    # every epoch's network (rebuilt after each swap) has the scenario's filter counts: the final model's MACs
+    assert train.train_flops.iloc[0] == train.train_flops.iloc[1]
+    assert train.train_flops.iloc[0] == pytest.approx(3 * pruned.inference_macs_compacted * 40, rel=1e-3)
+    assert pruned.train_flops == train.train_flops.sum() < runs.loc["dense"].train_flops / 10  # conv 0.8
+
+
+def test_every_profile_sets_its_inference_threads():
+    for path in sorted((ROOT / "params").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        threads = raw.get("inference", {}).get("threads")
+        assert isinstance(threads, int) and threads >= 1, f"{path.name}: inference.threads is {threads!r}"
+        assert load_params(path)["inference"]["threads"] == threads
+
+
 def test_run_folders_hold_params_environment_and_predictions(tiny_study):
     _, study, _ = tiny_study
     runs = pd.read_csv(study / "results" / "runs.csv")
@@ -113,6 +171,8 @@ def test_run_folders_hold_params_environment_and_predictions(tiny_study):
         folder = study / "runs" / row.run_id
         names = {p.name for p in folder.iterdir()}
         assert {"params.json", "environment.json", "epochs.csv", "inference.csv", "predictions.npz", "result.json"} <= names
+        env = yaml.safe_load((folder / "environment.json").read_text())
+        assert env["threads"] == 1 and env["inference_threads"] == 1
         pred = np.load(folder / "predictions.npz")
         assert pred["probs"].shape == (30, 10)
         assert macro_auc(pred["labels"], pred["probs"]) == pytest.approx(row.test_auc)
@@ -131,7 +191,8 @@ def test_a_rerun_skips_finished_runs(tiny_study):
 
 
 def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
-    params = _tiny(tmp_path, methods=["pre_training", "in_training"], scenarios=["uniform"], epochs=1)
+    params = _tiny(tmp_path, methods=["pre_training", "in_training"], scenarios=["uniform"], epochs=1,
+                   executor=IN_PROCESS)  # the patch lives in this process
     real = runner.prepare_data
 
     def poisoned(spec):
@@ -154,7 +215,7 @@ def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
 
 
 def test_a_failed_run_is_reported_and_retried(tmp_path, monkeypatch):
-    params = _tiny(tmp_path, methods=["pre_training"], scenarios=["uniform"], epochs=1)
+    params = _tiny(tmp_path, methods=["pre_training"], scenarios=["uniform"], epochs=1, executor=IN_PROCESS)
     real = pruning.compact
 
     def broken(model, example_input=None):

@@ -326,7 +326,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     clean_partial_files(work)
     torch.set_num_threads(p["threads"])
     write_json_atomic(work / "params.json", spec.to_dict())
-    write_json_atomic(work / "environment.json", environment(p["threads"]))
+    write_json_atomic(work / "environment.json", environment(p["threads"], inference_threads=p["inference"]["threads"]))
     cpu_data = prepare_data(spec)
     device = torch.device(p["device"])
     data = cpu_data.to(device) if device.type != "cpu" else cpu_data

@@ -5,7 +5,13 @@ existing engine: Dask (``distributed``; Rocklin, *Dask: parallel computation wit
 and task scheduling*, SciPy 2015) and ``dask-jobqueue`` for batch schedulers (SLURM, PBS, SGE, LSF,
 OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
 
-- ``local`` (default): the runs in order, in this process, one after the other.
+- ``local`` (default): the runs in order, one after the other, each in a fresh process of its own
+  (a fresh interpreter started with ``sys.executable``), so that a run's CPU peak memory (the process's resident memory)
+  is its own and not what earlier runs left in the allocator; the process ends with the run and
+  shares nothing with the others but the files on disk (the prepared data cache, the dense run a
+  ``post_training`` run reuses). ``{kind: local, process_per_run: false}`` runs them in this process
+  instead (a second or two faster per run; the peak memory of every run but the first then includes
+  what earlier runs left, and ``runs.peak_memory_scope`` says ``shared-process``).
 - ``{kind: dask, n_workers: 2, threads_per_worker: 1}``: a ``LocalCluster`` of worker processes on
   this machine (scheduler, workers and dashboard bound to 127.0.0.1).
 - ``{kind: dask, scheduler: "tcp://host:8786"}``: the workers of a running Dask scheduler.
@@ -13,7 +19,8 @@ OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
   each one Dask worker, started and stopped as needed (adaptive scaling up to ``max_jobs``); the
   ``jobqueue`` settings go through to the dask-jobqueue cluster class (``SLURMCluster``, ...).
 
-One Dask task per run: the task calls :func:`helpers.runner.run_one`, which works in the run's own
+One Dask task per run (a Dask worker runs its runs in turn in one process, so their CPU peak memory is
+recorded as ``shared-process``): the task calls :func:`helpers.runner.run_one`, which works in the run's own
 ``runs/.work/<run_id>/`` folder and renames it into ``runs/<run_id>/`` atomically when finished. A
 worker that dies loses at most the run it was working on; Dask reschedules that task (up to
 ``retries`` times, for a raised error and for a lost worker alike) and the new attempt resumes from
@@ -55,6 +62,7 @@ from helpers.config import ParamsError, RunSpec, _check_key
 
 __all__ = [
     "EXECUTOR_KINDS",
+    "LOCAL_DEFAULTS",
     "DASK_DEFAULTS",
     "JOBQUEUE_SYSTEMS",
     "validate_executor",
@@ -71,6 +79,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXECUTOR_KINDS: tuple[str, ...] = ("local", "dask")
+
+#: Every key of a ``{kind: local, ...}`` executor with its default.
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "kind": "local",
+    "process_per_run": True,  # a fresh process per run: its CPU peak memory is its own
+}
 
 #: Every key of a ``{kind: dask, ...}`` executor with its default (``None``: chosen at run time).
 DASK_DEFAULTS: dict[str, Any] = {
@@ -183,11 +197,12 @@ def validate_executor(value: Any) -> str | dict[str, Any]:
     """Check the study file's ``executor`` and fill in its defaults.
 
     Args:
-        value: ``"local"``, ``"dask"`` or a mapping with ``kind`` (``local`` / ``dask``) and, for
-            ``dask``, the keys of :data:`DASK_DEFAULTS`.
+        value: ``"local"``, ``"dask"`` or a mapping with ``kind`` (``local`` / ``dask``) and the keys of
+            :data:`LOCAL_DEFAULTS` / :data:`DASK_DEFAULTS`.
 
     Returns:
-        ``"local"``, or the ``dask`` mapping with every key of :data:`DASK_DEFAULTS`.
+        ``"local"`` (a local executor with the defaults), the ``local`` mapping where a key differs from
+        its default, or the ``dask`` mapping with every key of :data:`DASK_DEFAULTS`.
 
     Raises:
         ParamsError: naming the bad key or value, what is accepted and, for a mistyped key, the
@@ -209,9 +224,12 @@ def validate_executor(value: Any) -> str | dict[str, Any]:
             "{kind: dask, jobqueue: {system: slurm, ...}}"
         )
     for key in value:
-        _check_key(key, ("kind",) if kind == "local" else tuple(DASK_DEFAULTS), "key in executor")
+        _check_key(key, tuple(LOCAL_DEFAULTS) if kind == "local" else tuple(DASK_DEFAULTS), "key in executor")
     if kind == "local":
-        return "local"
+        cfg = {**LOCAL_DEFAULTS, **value}
+        if not isinstance(cfg["process_per_run"], bool):
+            raise ParamsError(f"executor.process_per_run must be true or false, got {cfg['process_per_run']!r}")
+        return "local" if cfg == LOCAL_DEFAULTS else cfg
     cfg = {**DASK_DEFAULTS, **value}
     for key in ("n_workers", "threads_per_worker", "max_jobs"):
         if cfg[key] is not None:
@@ -260,13 +278,99 @@ def threads_per_run(cfg: Mapping[str, Any]) -> int:
 def make_executor(cfg: str | Mapping[str, Any]) -> LocalExecutor | DaskExecutor:
     """The executor for a validated ``executor`` value (:func:`validate_executor`)."""
     cfg = validate_executor(cfg)
-    return LocalExecutor() if cfg == "local" else DaskExecutor(cfg)
+    if cfg == "local":
+        return LocalExecutor()
+    if cfg["kind"] == "local":
+        return LocalExecutor(process_per_run=cfg["process_per_run"])
+    return DaskExecutor(cfg)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a killed grid leaves no run behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _own_process_main(status_fd: int) -> None:
+    """Entry point of a run's own process: read the run from stdin, claim the process, run, report the status."""
+    import pickle
+
+    spec, study, progress, parent = pickle.load(sys.stdin.buffer)
+    _die_with_parent(parent)
+    logging.basicConfig(level=logging.WARNING)
+    from helpers import measure, runner
+
+    measure.claim_process(spec.run_id)
+    try:
+        status = runner.run_one(spec, study, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - recorded here, where the traceback is
+        log.error("run %s failed: %s", spec.run_id, exc)
+        runner.record_failure(spec, study, exc)
+        status = "failed"
+    with os.fdopen(status_fd, "w") as out:
+        out.write(status)
 
 
 class LocalExecutor:
-    """The runs in order, in this process (dense runs come before the ``post_training`` runs that reuse them)."""
+    """The runs in order (dense runs come before the ``post_training`` runs that reuse them), each in a
+    fresh process of its own (``process_per_run``, the default) or all in this process.
+
+    Args:
+        process_per_run: start a fresh interpreter per run (see the module docstring).
+    """
 
     remote = False
+
+    def __init__(self, process_per_run: bool = True) -> None:
+        self.process_per_run = process_per_run
+
+    def _run_in_process(self, spec: RunSpec, study: Path, progress: bool) -> str:
+        """Run ``spec`` in a fresh interpreter (``python -c``; unlike ``multiprocessing``'s spawn it never
+        re-imports the caller's script, so a script without a ``__main__`` guard works)."""
+        import pickle
+        import subprocess
+
+        from helpers import runner
+
+        env = dict(os.environ)
+        # the child imports helpers from where this process does, whatever put it on sys.path
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p and os.path.isdir(p)])
+        read_fd, write_fd = os.pipe()
+        code = f"from helpers.executors import _own_process_main; _own_process_main({write_fd})"
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        status = ""
+        try:
+            with os.fdopen(read_fd) as report:
+                try:
+                    proc.stdin.write(pickle.dumps((spec, str(study), progress, os.getpid())))
+                    proc.stdin.close()
+                except BrokenPipeError:  # the child died at start; its exit code says more
+                    pass
+                status = report.read().strip()
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): the run does not outlive the grid
+                proc.kill()
+                proc.wait()
+        if not status:
+            try:
+                raise RuntimeError(f"the run's process ended with exit code {proc.returncode} before finishing")
+            except RuntimeError as exc:
+                log.error("run %s failed: %s", spec.run_id, exc)
+                runner.record_failure(spec, study, exc)
+            status = "failed"
+        return status
 
     def run(self, specs: Sequence[RunSpec], study: Path, *, progress: bool = True, desc: str = "study") -> dict[str, str]:
         """Execute ``specs``; a run that raises is recorded as failed (``error.json``) and the grid goes on.
@@ -282,6 +386,9 @@ class LocalExecutor:
         bar = tqdm(specs, desc=desc, unit="run", disable=None if progress else True)
         for spec in bar:
             bar.set_postfix_str(spec.run_id, refresh=False)
+            if self.process_per_run:
+                statuses[spec.run_id] = self._run_in_process(spec, study, progress)
+                continue
             try:
                 statuses[spec.run_id] = runner.run_one(spec, study, progress=progress)
             except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid

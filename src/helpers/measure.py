@@ -3,14 +3,25 @@
 Energy. :class:`EnergyMeter` measures a window of code with Zeus (You, Chung, Chowdhury, NSDI 2023;
 ``zeus.monitor.ZeusMonitor``): a GPU through NVML's energy counter, a CPU through RAPL. Where Zeus
 finds neither, it silently returns an empty (or all-zero) measurement; the meter detects that and
-records ``NaN`` with ``energy_source = "unavailable"``. With ``estimate=True`` it records
-CodeCarbon's CPU power model instead (``codecarbon.OfflineEmissionsTracker``, offline, writing
-nothing), labelled ``estimate-codecarbon-cpu``. A 0 is never reported as a measurement.
+records ``NaN`` with ``energy_source = "unavailable"``. A meter on ``cuda`` reads the GPU the run
+actually uses: ``cuda:N`` names it, plain ``cuda`` means the current CUDA device (which a Dask worker
+sets per run), not GPU 0; the index goes with every reading (:attr:`EnergyReading.device_index`).
+With ``estimate=True`` it records CodeCarbon's CPU power model instead
+(``codecarbon.OfflineEmissionsTracker``, offline, writing nothing), labelled
+``estimate-codecarbon-cpu``. A 0 is never reported as a measurement.
 
 Memory. :class:`PeakMemory` reports a phase's peak in MiB: on a GPU the CUDA caching allocator's
-peak (``torch.cuda.max_memory_allocated``, reset at the phase start); on a CPU the process's peak
-resident set size, sampled every 10 ms by a background thread with psutil (``ru_maxrss`` is only
-monotone over the process's life, so it cannot give a per-phase peak).
+peak (``torch.cuda.max_memory_allocated``, reset at the phase start with
+``torch.cuda.reset_peak_memory_stats``) of the run's device, whose index it records; on a CPU the
+process's peak resident set size, sampled every 10 ms by a background thread with psutil
+(``ru_maxrss`` is only monotone over the process's life, so it cannot give a per-phase peak). A
+process's resident memory includes whatever earlier work left in its allocator, so the CPU figure is
+a run's own only when the run has its process to itself: the local executor gives every run a fresh
+process (:mod:`helpers.executors`), and :func:`resident_memory_mb` records where a run started.
+
+Counts. :func:`count_params` counts parameters and the weights of
+:class:`~helpers.pruning.sparse.SparseLinear` layers, which store only their non-zero weights as
+buffers.
 
 Metrics. :func:`classification_metrics` gives accuracy and macro precision / recall / F1 from a
 confusion matrix (scikit-learn's definitions, ``zero_division=0``); :func:`macro_auc` the macro
@@ -54,6 +65,11 @@ __all__ = [
     "choose_memory_format",
     "count_params",
     "file_size_mb",
+    "cuda_index",
+    "resident_memory_mb",
+    "PEAK_MEMORY_SCOPES",
+    "claim_process",
+    "peak_memory_scope",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,11 +89,13 @@ class EnergyReading:
         energy_j: joules, or NaN when nothing was measured.
         source: ``zeus-gpu``, ``zeus-cpu-rapl``, ``estimate-codecarbon-cpu`` or ``unavailable``.
         time_s: wall seconds of the window.
+        device_index: the GPU whose energy this is; ``None`` for the CPU.
     """
 
     energy_j: float = math.nan
     source: str = "unavailable"
     time_s: float = math.nan
+    device_index: int | None = None
 
 
 _ZEUS_MONITORS: dict[str, Any] = {}
@@ -121,6 +139,18 @@ def _codecarbon_tracker() -> Any:
     return _CODECARBON["tracker"]
 
 
+def cuda_index(device: str | torch.device) -> int | None:
+    """The CUDA index that work on ``device`` runs on: its own index, else the current CUDA device.
+
+    ``torch.device("cuda")`` means the *current* device (``torch.cuda.set_device`` / ``torch.cuda.device``,
+    which a Dask worker sets per run), not GPU 0. ``None`` for a non-CUDA device.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else int(torch.cuda.current_device())
+
+
 class EnergyMeter:
     """Measures the energy of code windows on one device, or says that it cannot.
 
@@ -131,6 +161,8 @@ class EnergyMeter:
 
     Attributes:
         source: what :meth:`measure` windows will report (``unavailable`` when nothing can be measured).
+        device_index: the GPU whose energy is read (``cuda`` resolves to the current CUDA device at
+            construction, see :func:`cuda_index`); ``None`` on the CPU.
     """
 
     def __init__(self, device: str | torch.device = "cpu", *, estimate: bool = False) -> None:
@@ -138,9 +170,10 @@ class EnergyMeter:
         self.estimate = estimate
         self._monitor = None
         self._gpu_index: int | None = None
+        self.device_index = cuda_index(self.device)
         if self.device.type == "cuda":
             monitor = _zeus_monitor("gpu")
-            index = self.device.index if self.device.index is not None else 0
+            index = self.device_index
             if monitor is not None and index in monitor.gpu_indices:
                 self._monitor, self._gpu_index, self.source = monitor, index, "zeus-gpu"
         elif self.device.type == "cpu":
@@ -153,7 +186,7 @@ class EnergyMeter:
     @contextmanager
     def measure(self) -> Iterator[EnergyReading]:
         """Measure the ``with`` block; the yielded :class:`EnergyReading` is filled in on exit."""
-        reading = EnergyReading(source=self.source)
+        reading = EnergyReading(source=self.source, device_index=self.device_index)
         start = time.perf_counter()
         if self._monitor is not None:
             key = f"helpers-{uuid.uuid4().hex}"
@@ -206,12 +239,19 @@ class PeakMemory:
     Use as a context manager; read :attr:`peak_mb` after the block.
 
     Args:
-        device: the device whose memory counts.
+        device: the device whose memory counts (``cuda`` is the current CUDA device, see :func:`cuda_index`).
         interval_s: CPU sampling period.
+
+    Attributes:
+        peak_mb: the block's peak, MiB.
+        device_index: the CUDA device measured; ``None`` on the CPU.
     """
 
     def __init__(self, device: str | torch.device = "cpu", interval_s: float = 0.01) -> None:
         self.device = torch.device(device)
+        self.device_index = cuda_index(self.device)
+        if self.device_index is not None:
+            self.device = torch.device("cuda", self.device_index)
         self.interval_s = interval_s
         self.peak_mb = math.nan
         self._stop = threading.Event()
@@ -338,12 +378,66 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, positive: int = 1,
     return {f"{prefix}precision": precision, f"{prefix}recall": recall, f"{prefix}f1": f1, f"{prefix}auroc": auroc}
 
 
+#: What a run's ``peak_memory_mb`` covers (``runs.peak_memory_scope``).
+PEAK_MEMORY_SCOPES: dict[str, str] = {
+    "own-process": (
+        "CPU: the run had a fresh process of its own (the local executor spawns one per run), so its peak "
+        "resident memory is its own: interpreter, libraries, its data and its training, nothing of other runs"
+    ),
+    "shared-process": (
+        "CPU: the run shared its process with earlier runs (a Dask worker runs its runs in turn; the local "
+        "executor with process_per_run: false); the figure can include what they left in the allocator"
+    ),
+    "cuda-allocator": (
+        "GPU: the CUDA caching allocator's peak on the run's device (device_index), reset at every phase start; "
+        "the run's own whatever ran before"
+    ),
+}
+
+_PROCESS_OWNER: list[str] = []
+
+
+def claim_process(run_id: str) -> None:
+    """Mark this (freshly started) process as the run's own: its CPU peak memory is then the run's alone.
+
+    Called by the executor that started the process for the run (:mod:`helpers.executors`), before the run.
+    """
+    _PROCESS_OWNER[:] = [run_id]
+
+
+def peak_memory_scope(run_id: str, device: str | torch.device) -> str:
+    """Which of :data:`PEAK_MEMORY_SCOPES` the run's peak memory on ``device`` has."""
+    if torch.device(device).type == "cuda":
+        return "cuda-allocator"
+    return "own-process" if _PROCESS_OWNER == [run_id] else "shared-process"
+
+
+def resident_memory_mb() -> float:
+    """This process's resident set size now, in MiB."""
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / _MIB
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """``(total, nonzero)`` parameter counts of ``model``."""
+    """``(total, nonzero)`` parameter counts of ``model``.
+
+    A :class:`~helpers.pruning.sparse.SparseLinear` layer holds its weight as CSR buffers, not
+    parameters: it counts at its dense shape in ``total`` (``out x in`` plus its bias), and its stored
+    values and bias in ``nonzero`` (the zeros it does not store count as zeros), so a model counts the
+    same with its linear layers dense or CSR.
+    """
     total = nonzero = 0
     for p in model.parameters():
         total += p.numel()
         nonzero += int(torch.count_nonzero(p.detach()))
+    for module in model.modules():
+        if hasattr(module, "crow_indices") and hasattr(module, "values") and hasattr(module, "in_features"):
+            total += module.in_features * module.out_features
+            nonzero += int(torch.count_nonzero(module.values.detach()))
+            if getattr(module, "bias", None) is not None:
+                total += module.bias.numel()
+                nonzero += int(torch.count_nonzero(module.bias.detach()))
     return total, nonzero
 
 

@@ -9,8 +9,9 @@ Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.ru
 - ``predictions.npz``: test-set class probabilities ``probs`` [N, K], ``labels`` [N] and ``preds``
   [N], so any metric can be recomputed later.
 - ``model.pt`` / ``model_compacted.pt``: the final masked model and its compacted twin
-  (:func:`helpers.pruning.save_model`); dropped after inference when ``keep_models`` is false,
-  except for dense runs, which ``post_training`` reuses.
+  (:func:`helpers.pruning.save_model`), and for pruned runs ``model_hooked.pt``, the masked model in
+  ``torch.nn.utils.prune``'s form (:func:`helpers.pruning.save_hooked`); dropped after inference when
+  ``keep_models`` is false, except for dense runs' ``model.pt``, which ``post_training`` reuses.
 - ``result.json``: the run's row of the ``runs`` table. Written last: its presence marks the run
   finished (the folder is renamed into place atomically, so a folder under ``runs/`` is complete).
 
@@ -129,7 +130,27 @@ COLUMNS: dict[str, dict[str, str]] = {
             "run's as for train_time_s); NaN when unavailable"
         ),
         "train_energy_source": _SOURCE,
-        "peak_memory_mb": "largest peak_memory_mb of the run's training phases (see epochs.peak_memory_mb)",
+        "peak_memory_mb": (
+            "largest peak_memory_mb of the run's training phases (see epochs.peak_memory_mb); what it covers "
+            "is in peak_memory_scope"
+        ),
+        "peak_memory_scope": (
+            "what peak_memory_mb covers: own-process (CPU; the run had a fresh process, the local executor's "
+            "default, so the figure is its own whatever ran before), shared-process (CPU; the process had run "
+            "other runs before: Dask workers, local executor with process_per_run: false) or cuda-allocator "
+            "(GPU; allocator peak of the run's device, reset per phase); see measure.PEAK_MEMORY_SCOPES"
+        ),
+        "device_index": (
+            "CUDA index of the GPU the run trained on, whose energy and memory the figures are (device 'cuda' "
+            "resolves to the current CUDA device, which a Dask worker sets per run); empty on the CPU"
+        ),
+        "train_flops": (
+            "theoretical training cost: forward + backward multiply-accumulates (backward = 2 x forward, as "
+            "RigL counts; one MAC counted once) of the network as trained, per image, times the images trained "
+            "on, summed over epochs (see epochs.train_flops); masked training counts the full network (its "
+            "zeros are computed), compacted training the smaller one, rebuilt per epoch for in_training / set. "
+            "post_training adds the dense run's, as train_time_s. Machine-independent beside train_time_s"
+        ),
         "test_accuracy": "top-1 accuracy on the test split of the final model",
         "test_precision": "macro-averaged precision on the test split (classes without predictions count 0)",
         "test_recall": "macro-averaged recall on the test split",
@@ -163,6 +184,14 @@ COLUMNS: dict[str, dict[str, str]] = {
                 "checkpoint is kept): the paper's Table 1 reports this 'best accuracy'"
             )
             for m in ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy")
+        },
+        **{
+            f"inference_macs_{v}": (
+                f"multiply-accumulates of one image through the {v} inference variant (inference.macs at that "
+                "variant; the theoretical cost beside its measured latency)"
+                + ("; empty for dense runs, which have no pruning hooks" if v == "hooked" else "")
+            )
+            for v in ("masked", "hooked", "compacted")
         },
         "reused_run_id": "post_training: the dense run whose trained model was pruned; empty otherwise",
         "set_allocation": (
@@ -252,12 +281,19 @@ COLUMNS: dict[str, dict[str, str]] = {
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,
         "peak_memory_mb": _PEAK,
+        "train_flops": (
+            "train rows: forward + backward multiply-accumulates of the epoch, 3 x the MACs of one image through "
+            "the network that trained this epoch x the images trained on (see runs.train_flops); empty for val"
+        ),
         "lr": "finetune rows: the epoch's learning rate (1e-3, 1e-4, 1e-5 over equal thirds)",
     },
     "inference": {
         "run_id": "the run (see runs.run_id)",
         "variant": (
-            "masked (the trained model, zeros still computed) or compacted (pruned filters physically removed); "
+            "masked (the trained model, zeros baked into plain weights and still computed), hooked (pruned runs: "
+            "the same weights in torch.nn.utils.prune's form, weight_orig and weight_mask with a forward pre-hook "
+            "per pruned layer, as the paper's pruned models were; helpers.pruning.hooked) or compacted (pruned "
+            "filters physically removed); "
             "companion studies: dense (the baseline), compacted (criteria runs; neuron / structured / layer "
             "granularity) or masked (weight / unstructured granularity, dense tensors with zeros)"
         ),
@@ -279,16 +315,20 @@ COLUMNS: dict[str, dict[str, str]] = {
             "NaN when energy_source is 'unavailable'"
         ),
         "energy_source": _SOURCE,
-        "params_total": "parameters of this variant (the compacted model has fewer)",
+        "params_total": (
+            "parameters of this variant (the compacted model has fewer; a CSR linear layer counts at its dense "
+            "shape; hooked counts weight_orig, not its mask)"
+        ),
         "params_nonzero": "non-zero parameters of this variant",
         "model_size_mb": "size of the saved model file on disk in MiB (2^20 bytes)",
         "macs": (
-            "multiply-accumulates of one forward pass at batch 1 (torch-pruning's counter); the masked "
-            "model's equal the dense model's, since its zeros are still computed"
+            "multiply-accumulates of one forward pass at batch 1 through conv and linear layers as this variant "
+            "runs them (pruning.count_macs); masked and hooked equal the dense model's, since their zeros are "
+            "still computed; a CSR linear layer counts only its stored weights"
         ),
         "max_abs_logit_diff": (
-            "compacted: the largest |logit difference| from the masked model over the test images "
-            "(float32 round-off); NaN for masked (the reference)"
+            "compacted and hooked: the largest |logit difference| from the masked model over the test images "
+            "(float32 round-off), reloaded from their files; NaN for masked (the reference)"
         ),
         "linear_formats": (
             "compact JSON object, linear layer name -> dense or csr: the format each nn.Linear ran in. masked: "
@@ -297,8 +337,8 @@ COLUMNS: dict[str, dict[str, str]] = {
             "zero weights; see pruning.choose_linear_formats; the timings are in model_compacted.pt's meta)"
         ),
         "sparse_linear_layers": (
-            "number of linear layers that ran as CSR (csr entries of linear_formats); params_* and macs still "
-            "count them at their dense shape"
+            "number of linear layers that ran as CSR (csr entries of linear_formats); params_total counts them "
+            "at their dense shape, params_nonzero and macs their stored weights"
         ),
         # Companion studies (helpers.granularity.measure_granularity): model_size_mb is the torch.save
         # file of the state in size_format; energy is not measured there (energy_source unavailable).
@@ -399,8 +439,8 @@ def _git_commit() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """What a run ran on: versions, CPU, threads, GPU, git commit (saved as ``environment.json``)."""
+def environment(threads: int | None = None, *, inference_threads: int | None = None) -> dict[str, Any]:
+    """What a run ran on: versions, CPU, threads (training and inference), GPU, git commit (``environment.json``)."""
     import torch
 
     gpu = None
@@ -418,6 +458,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads if threads is not None else torch.get_num_threads(),
+        "inference_threads": inference_threads,
         "gpu": gpu,
         "packages": {p: _version(p) for p in packages},
         "pruning_study": _version("pruning-study"),

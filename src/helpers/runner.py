@@ -3,8 +3,8 @@
 The flow is one way (see DESIGN.md): :func:`helpers.config.expand_grid` plans the runs;
 :func:`run_one` executes one :class:`~helpers.config.RunSpec` as a pure function of the spec and the
 study folder; :func:`helpers.results.collect` rebuilds the tables from the run folders. The local
-executor runs the specs in order in this process (dense runs come before the ``post_training`` runs
-that reuse them); since :func:`run_one` needs nothing else, the Dask executor distributes the same
+executor runs the specs in order, each in a fresh process by default (dense runs come before the
+``post_training`` runs that reuse them); since :func:`run_one` needs nothing else, the Dask executor distributes the same
 specs, one task per run (:mod:`helpers.executors`; the study file's ``executor`` picks one).
 
 A run works in ``<study>/runs/.work/<run_id>/`` and, once finished, that folder is renamed to
@@ -28,6 +28,7 @@ path (:class:`helpers.files.WriteFailedError`); the next call retries it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -52,9 +53,11 @@ from helpers.measure import (
     benchmark_inference,
     binary_metrics,
     count_params,
+    cuda_index,
     file_size_mb,
     macro_auc,
     majority_accuracy,
+    peak_memory_scope,
 )
 from helpers.results import (
     collect,
@@ -444,7 +447,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     clean_partial_files(work)
     torch.set_num_threads(p["threads"])
     write_json_atomic(work / "params.json", spec.to_dict())
-    write_json_atomic(work / "environment.json", environment(p["threads"]))
+    write_json_atomic(work / "environment.json", environment(p["threads"], inference_threads=p["inference"]["threads"]))
 
     device = torch.device(p["device"])
     meter = EnergyMeter(device, estimate=p["energy"]["estimate"])
@@ -500,8 +503,10 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
         row["conv_weight_sparsity"] = _conv_weight_sparsity(model)
         inference = _inference(spec, model, cpu_data, work, model_path)
         write_csv_atomic(work / "inference.csv", summarize_rows(inference, "inference"))
+        row.update({f"inference_macs_{r['variant']}": r["macs"] for r in inference})
         if not p["keep_models"]:  # dense models stay: post_training runs reuse them
             (work / "model_compacted.pt").unlink(missing_ok=True)
+            (work / "model_hooked.pt").unlink(missing_ok=True)
             if spec.method != "dense":
                 model_path.unlink(missing_ok=True)
     trained_path.unlink(missing_ok=True)
@@ -548,6 +553,7 @@ def _train(spec: RunSpec, study: Path, method: Any, data: Data, meter: EnergyMet
             checkpoint_path=work / "checkpoint.pt", checkpoint_last=False, augment=_augmenter(p["augment"]),
             progress=progress, description=spec.run_id, compaction=compaction,
             score_best=lambda net: test_metrics(net, data, p["eval_batch_size"])[0],
+            macs=lambda net: pruning.count_macs(net, data.train_x[:1]),
         )  # fmt: skip
         if hooks is not method:
             start = time.perf_counter()
@@ -628,6 +634,8 @@ def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None)
     train_time = float(sum(r["time_s"] for r in train_rows))
     energy, source = _sum_energy(train_rows)
     peaks = [r["peak_memory_mb"] for r in train_rows if math.isfinite(r["peak_memory_mb"])]
+    flops = [float(r.get("train_flops", math.nan)) for r in train_rows]  # NaN: an epoch recorded before the column
+    train_flops = float(sum(flops)) if all(math.isfinite(f) for f in flops) else math.nan
     epochs_completed = result.epochs_completed
     if reused is not None:
         epochs_completed += int(reused["epochs_completed"])
@@ -640,6 +648,8 @@ def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None)
             energy, source = float(reused["train_energy_j"]), reused["train_energy_source"]
         if reused.get("peak_memory_mb") is not None and math.isfinite(float(reused["peak_memory_mb"])):
             peaks.append(float(reused["peak_memory_mb"]))
+        # the cost of obtaining the pruned model, as train_time_s (NaN for dense runs written before the column)
+        train_flops += float(reused.get("train_flops", math.nan))
     return {
         "run_id": spec.run_id,
         "dataset": spec.dataset,
@@ -655,6 +665,9 @@ def _run_row(spec: RunSpec, result: FitResult, reused: Mapping[str, Any] | None)
         "train_energy_j": energy,
         "train_energy_source": source,
         "peak_memory_mb": max(peaks) if peaks else math.nan,
+        "peak_memory_scope": peak_memory_scope(spec.run_id, p["device"]),
+        "device_index": cuda_index(p["device"]),
+        "train_flops": train_flops,
         "reused_run_id": spec.dense_run_id or "",
         "set_allocation": p.get("set_allocation", "erk") if spec.method == "set" else "",
         "training_form": p.get("training_form", "masked"),
@@ -730,11 +743,15 @@ def _best(spec: RunSpec, result: FitResult, final: Mapping[str, Any], reused: Ma
 
 
 def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, model_path: Path) -> list[dict[str, Any]]:
-    """Benchmark the masked model and its compacted twin on the CPU (see measure.benchmark_inference).
+    """Benchmark the run's inference variants on the CPU (see measure.benchmark_inference).
 
-    The compacted twin (what would be deployed) runs each sparse linear layer dense or CSR, whichever
-    measured faster here at the first inference batch size (pruning.choose_linear_formats); the
-    choice is stored in its model file's meta and in the rows' linear_formats.
+    ``masked``: the model as trained, zeros baked into plain weights. ``hooked`` (pruned runs): the same
+    weights in ``torch.nn.utils.prune``'s form, ``weight_orig`` and ``weight_mask`` with a forward pre-hook
+    per pruned layer, as the paper's pruned models were (:mod:`helpers.pruning.hooked`). ``compacted``:
+    the physically smaller twin (what would be deployed), each sparse linear layer dense or CSR,
+    whichever measured faster here at the first inference batch size (pruning.choose_linear_formats);
+    the choice is stored in its model file's meta and in the rows' linear_formats. Parameters and MACs
+    are counted on each variant as it runs (a CSR layer counts its stored weights' MACs).
     """
     from helpers import pruning
 
@@ -743,8 +760,6 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
     images = data.test_x[: max(1, min(inf["samples"], data.test_x.shape[0]))]
     example = data.test_x[:1]
     compacted = pruning.compact(model, data.test_x[:2]).eval()
-    # parameters and MACs of the dense-shaped layers, before any becomes CSR (formats change speed only)
-    counts = {net: (count_params(net), int(pruning.count_macs(net, example))) for net in (model, compacted)}
     first_batch = inf["batch_sizes"][0]
     batch = images.repeat(math.ceil(first_batch / images.shape[0]), 1, 1, 1)[:first_batch]
     previous_threads = torch.get_num_threads()
@@ -756,19 +771,28 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
     compacted_path = work / "model_compacted.pt"
     meta = {**_meta(spec), "variant": "compacted", "linear_formats": choice}
     pruning.save_model(compacted, compacted_path, meta=meta)
-    deployed = pruning.load_model(compacted_path)  # the model benchmark_inference loads and times
+    variants = [("masked", model, model_path, functools.partial(pruning.load_model, model_path))]
+    if spec.method != "dense":
+        hooked = pruning.to_hooked(copy.deepcopy(model))
+        hooked_path = work / "model_hooked.pt"
+        pruning.save_hooked(hooked, hooked_path, arch=spec.model, meta={**_meta(spec), "variant": "hooked"})
+        variants.append(("hooked", hooked, hooked_path, functools.partial(pruning.load_hooked, hooked_path)))
+    variants.append(("compacted", compacted, compacted_path, functools.partial(pruning.load_model, compacted_path)))
+    diffs = {}
     with torch.inference_mode():
         probe = data.test_x[:_MAX_LOGIT_IMAGES]
-        diff = float((deployed(probe) - model(probe)).abs().max())
-    del deployed
+        reference = model(probe)
+        for variant, _, _, load in variants[1:]:  # the models benchmark_inference loads and times
+            diffs[variant] = float((load()(probe) - reference).abs().max())
     formats = {
         "masked": {name: "dense" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)},
         "compacted": {name: record["format"] for name, record in choice.items()},
     }
+    formats["hooked"] = formats["masked"]
     meter = EnergyMeter("cpu", estimate=spec.params["energy"]["estimate"])
     rows = []
-    for variant, net, path in (("masked", model, model_path), ("compacted", compacted, compacted_path)):
-        (total, nonzero), macs = counts[net]
+    for variant, net, path, load in variants:
+        total, nonzero = count_params(net)
         static = {
             "run_id": spec.run_id,
             "variant": variant,
@@ -776,15 +800,15 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
             "params_total": total,
             "params_nonzero": nonzero,
             "model_size_mb": file_size_mb(path),
-            "macs": macs,
-            "max_abs_logit_diff": diff if variant == "compacted" else math.nan,
+            "macs": int(pruning.count_macs(net, example)),
+            "max_abs_logit_diff": diffs.get(variant, math.nan),
             "linear_formats": json.dumps(formats[variant], separators=(",", ":")),
             "sparse_linear_layers": sum(fmt == "csr" for fmt in formats[variant].values()),
         }
         for batch_size in inf["batch_sizes"]:
             bench = benchmark_inference(
-                functools.partial(pruning.load_model, path), images, batch_size=batch_size, samples=inf["samples"],
-                warmup=inf["warmup"], threads=inf["threads"], meter=meter,
+                load, images, batch_size=batch_size, samples=inf["samples"], warmup=inf["warmup"],
+                threads=inf["threads"], meter=meter,
             )  # fmt: skip
             bench.pop("model")
             rows.append({**static, **bench})

@@ -317,6 +317,7 @@ def fit(
     description: str = "epochs",
     compaction: Any = None,
     score_best: Callable[[nn.Module], Mapping[str, Any]] | None = None,
+    macs: Callable[[nn.Module], int] | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs with a validation phase after each; resumable.
 
@@ -351,6 +352,11 @@ def fit(
             an epoch's validation accuracy beats every earlier epoch's; its result is ``FitResult.best``.
             The paper's Table 1 reports the best accuracy; scoring the test split then avoids a
             second full-size checkpoint per run.
+        macs: optional ``f(network) -> MACs of one image's forward pass``: each train row then gets
+            ``train_flops``, 3 x those MACs (forward, and a backward of twice the forward's work, the
+            convention of RigL, Evci et al. 2020) x the images trained on that epoch, counted on the
+            network that trained that epoch (the compacted one, rebuilt after each swap, with
+            ``compaction``), outside the timed windows.
 
     Per epoch: train, then validate the network as trained, then let ``method`` swap
     (``on_epoch_end``); the swap's time, energy and peak memory count as that epoch's training.
@@ -367,6 +373,7 @@ def fit(
     bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
     epoch = start_epoch
     net, net_optimizer, hooks = model, optimizer, method  # what trains: the model, or its compacted twin
+    counted: tuple[nn.Module | None, int] = (None, 0)  # (network, its MACs per image): recounted when it changes
     try:
         while epoch < epochs and not diverged:
             generator = epoch_generator(seed, epoch)
@@ -388,6 +395,7 @@ def fit(
                 _sync(device)
                 train_time = time.perf_counter() - start
             train_row = _row(epoch, "train", train, train_time, energy, memory, {})
+            trained_net = net  # the swap below may rebuild net for the next epoch
             rows = [train_row]
             if not diverged:
                 # Validation scores the network as trained this epoch, before any swap re-initialises units.
@@ -417,6 +425,10 @@ def fit(
                 train_row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in swaps.items()})
             if compaction is not None:
                 train_row["setup_time_s"] = float(setup)
+            if macs is not None:
+                if counted[0] is not trained_net:
+                    counted = (trained_net, int(macs(trained_net)))
+                train_row["train_flops"] = float(3 * counted[1] * int(train["samples"]))
             history.extend(rows)
             epoch += 1
             last = epoch >= epochs or diverged

@@ -11,11 +11,13 @@ fractions, or with ER / ERK densities as an extension (:mod:`.masks`);
 
 Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which groups), ``masks`` (which
 units, enforcement, ER densities), ``methods`` (when), ``report`` (what was achieved), ``compact``
-(physical removal, MACs), ``io`` (model files), ``sparse`` (CSR linear layers, chosen per layer by
+(physical removal, MACs), ``io`` (model files), ``hooked`` (the ``torch.nn.utils.prune`` form, whose
+inference cost the study measures), ``sparse`` (CSR linear layers, chosen per layer by
 measurement: :func:`choose_linear_formats`).
 """
 
 from .compact import CompactionMap, compact, compact_with_map, count_macs
+from .hooked import load_hooked, save_hooked, to_hooked
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
 from .methods import METHODS, REGROW, SET_ALLOCATIONS, CompactedTraining, EpochCompaction, PruningMethod, UnknownMethodError, make_method
@@ -55,6 +57,9 @@ __all__ = [
     "count_macs",
     "save_model",
     "load_model",
+    "to_hooked",
+    "save_hooked",
+    "load_hooked",
     "SparseLinear",
     "choose_linear_formats",
     "LINEAR_FORMATS",

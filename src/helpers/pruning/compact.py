@@ -31,6 +31,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .report import removed_filters
+from .sparse import SparseLinear
 from .structure import build_dependency_graph, find_structure, forward_with_hooks
 
 __all__ = ["compact", "compact_with_map", "CompactionMap", "count_macs"]
@@ -223,8 +224,10 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass of ``example_input`` through conv and linear layers.
 
     Conv: ``output elements x C_in / groups x k_h x k_w``; linear: ``output elements x in_features``.
-    Zeros in weights are counted (a masked model has its dense twin's MACs); BatchNorm, activations and
-    pooling are left out (under 1 % of the total in the study's models).
+    Zeros in dense weights are counted (a masked model has its dense twin's MACs: its kernels compute
+    them); a :class:`~helpers.pruning.sparse.SparseLinear` layer stores and multiplies only its non-zero
+    weights, so it counts ``rows x nnz``. BatchNorm, activations and pooling are left out (under 1 % of
+    the total in the study's models).
     """
     total = 0
 
@@ -237,11 +240,17 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
         nonlocal total
         total += output.numel() * module.in_features
 
+    def sparse_hook(module: SparseLinear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += (output.numel() // max(1, module.out_features)) * module.nnz
+
     handles = []
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, SparseLinear):
+            handles.append(module.register_forward_hook(sparse_hook))
     forward_with_hooks(model, example_input, handles)
     return int(total)

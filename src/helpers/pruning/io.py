@@ -16,6 +16,10 @@ A model with :class:`~helpers.pruning.sparse.SparseLinear` layers (linear weight
 same dict plus ``"sparse_linear": {name: {"in_features": .., "out_features": ..}}``, whose layers
 :func:`load_model` rebuilds as ``SparseLinear`` before loading the state dict. Models without them
 are still written as ``/1``, and both formats load.
+
+:func:`load_model` builds the architecture on PyTorch's ``meta`` device (shapes only, no memory, no
+random initialisation) and then assigns the stored tensors to it (``load_state_dict(assign=True)``):
+initialising a VGG16 at random only to overwrite every weight cost about a second per load.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ..files import DamagedFileError, atomic_write, load_torch
 from ..models import MODELS, build_model
 from .sparse import SparseLinear
 
-__all__ = ["save_model", "load_model", "infer_arch", "FORMAT", "FORMAT_SPARSE"]
+__all__ = ["save_model", "load_model", "build_skeleton", "infer_arch", "FORMAT", "FORMAT_SPARSE"]
 
 FORMAT = "helpers.pruning.model/1"
 #: The format of files holding SparseLinear layers (``FORMAT`` plus ``sparse_linear``).
@@ -131,15 +135,30 @@ def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tu
         reason = f"not a model file of format {FORMAT} or {FORMAT_SPARSE}"
         raise DamagedFileError(f"{path} is {reason}; write it with helpers.pruning.save_model", path, reason)
     state = payload["state_dict"]
-    model = build_model(payload["arch"], payload["num_classes"], payload["in_channels"])
-    for name, shape in payload.get("sparse_linear", {}).items():
-        new = SparseLinear(shape["in_features"], shape["out_features"], state[f"{name}.values"].numel(),
-                           bias=f"{name}.bias" in state, dtype=state[f"{name}.values"].dtype)  # fmt: skip
-        model.set_submodule(name, new)
-    _reshape_to(model, state)
-    model.load_state_dict(state, strict=True)
+    model = build_skeleton(payload["arch"], payload["num_classes"], payload["in_channels"], state,
+                           payload.get("sparse_linear", {}))  # fmt: skip
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a tensor the file does not hold would stay without storage
+        raise ValueError(f"{path} holds no values for {', '.join(left[:5])}; write it with helpers.pruning.save_model")
     model.eval()
     return (model, payload["meta"]) if return_meta else model
+
+
+def build_skeleton(arch: str, num_classes: int, in_channels: int, state: Mapping[str, torch.Tensor],
+                   sparse_linear: Mapping[str, Mapping[str, int]] | None = None) -> nn.Module:  # fmt: skip
+    """The architecture shaped like ``state``, on the ``meta`` device (no memory, no random initialisation).
+
+    Load the tensors with ``model.load_state_dict(state, assign=True)``.
+    """
+    with torch.device("meta"):
+        model = build_model(arch, num_classes, in_channels)
+        for name, shape in (sparse_linear or {}).items():
+            new = SparseLinear(shape["in_features"], shape["out_features"], state[f"{name}.values"].numel(),
+                               bias=f"{name}.bias" in state, dtype=state[f"{name}.values"].dtype)  # fmt: skip
+            model.set_submodule(name, new)
+        _reshape_to(model, state)
+    return model
 
 
 def _reshape_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
