@@ -656,7 +656,7 @@ def _forms_note(frame: pd.DataFrame, forms: Sequence[str]) -> str:
 def _facet_grid(frame: pd.DataFrame, forms: Sequence[str], *, panel_w: float = 3.6, panel_h: float = 2.8):
     """Panels: rows = datasets, columns = models x training forms (one column per form when several);
     panels without data are removed. Returns the figure and ``{(dataset, model, form): ax}``."""
-    datasets, models, present = _panel_pairs(frame)
+    datasets, models, _ = _panel_pairs(frame)
     columns = [(m, f) for m in models for f in forms]
     fig, axes = plt.subplots(len(datasets), len(columns), figsize=(panel_w * len(columns), panel_h * len(datasets)),
                              squeeze=False, layout="constrained")  # fmt: skip
@@ -664,7 +664,7 @@ def _facet_grid(frame: pd.DataFrame, forms: Sequence[str], *, panel_w: float = 3
     for i, dataset in enumerate(datasets):
         for j, (model, form) in enumerate(columns):
             ax = axes[i][j]
-            has = (dataset, model) in present and (frame["_facet"] == form).any()
+            has = bool(((frame["dataset"] == dataset) & (frame["model"] == model) & (frame["_facet"] == form)).any())
             if has:
                 title = f"{_label('dataset', dataset)} / {_label('model', model)}"
                 ax.set_title(title + (f"\ntrained {form}" if len(forms) > 1 else ""))
