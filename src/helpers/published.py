@@ -14,6 +14,17 @@ Copied by hand from the papers (the project never reads the reference folder at 
   for efficient model deployment* (2025), Tables 1-3 and the results text: model size (MB), inference
   time (ms) and accuracy (%) of a dense model and of five granularities. The paper names neither its
   model nor its dataset, so only the *ordering* of the granularities can be compared with a measurement.
+
+The primary study's notebooks (01-04) use:
+
+- :data:`PUBLISHED_PRIMARY`: Douzandeh Zenoozi, Erhan, Liotta, Cavallaro, *A comparative study of neural
+  network pruning strategies for industrial applications* (Frontiers in Computer Science 2025): the figures
+  its text states as numbers, among them Table 1's sparse (``mixed``) BloodMNIST accuracies as quoted by a
+  third-party summary (the table body itself was not available).
+- :data:`PUBLISHED_BLOODMNIST_BASELINES`: dense BloodMNIST baselines at 28 px that Table 1 is read against:
+  Doerrich et al. 2024 (MedMNIST+) and Yang et al. 2023 (MedMNIST v2).
+- :data:`PAPER_PROTOCOL`: the primary study's training configuration, which notebook 01's Table 3 compares
+  a study file with.
 """
 
 from __future__ import annotations
@@ -27,6 +38,13 @@ __all__ = [
     "GRANULARITY_MEASURES",
     "model_family",
     "published_rows",
+    "DOUZANDEH_ZENOOZI_2025",
+    "DOERRICH_2024",
+    "YANG_2023",
+    "PUBLISHED_PRIMARY",
+    "PUBLISHED_BLOODMNIST_BASELINES",
+    "PAPER_PROTOCOL",
+    "published_primary_rows",
 ]
 
 LAJIC_2025 = "Lajić, Peer, Emeršič 2025 (ROSUS 2025)"
@@ -100,4 +118,83 @@ def published_rows() -> list[dict[str, object]]:
         rows.append({"source": "Gurram2025", "study": "granularity", "dataset": "unspecified", "model": "unspecified",
                      "method": granularity, "metric": measure, "value": value,
                      "unit": GRANULARITY_MEASURES[measure][0]})  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------- primary study
+
+DOUZANDEH_ZENOOZI_2025 = (
+    "Douzandeh Zenoozi, Erhan, Liotta, Cavallaro 2025 (Frontiers in Computer Science, doi 10.3389/fcomp.2025.1563942)"
+)
+DOERRICH_2024 = "Doerrich et al. 2024 (MedMNIST+, arXiv 2404.15786)"
+YANG_2023 = "Yang et al. 2023 (MedMNIST v2, Sci. Data 10:41)"
+
+_TABLE1_QUOTE = (
+    "Table 1 (best accuracy; conv 50 % / linear 80 %) as quoted by a third-party summary of the paper; the table "
+    "body itself was not available, nor which sparse method it is"
+)
+_ENERGY_NOTE = "average over sparse and dense models; A100 GPU; Zeus"
+
+#: (dataset, model, method, metric) -> (value, unit, source), in the reference table's names: ``model`` may be
+#: ``all`` or ``vgg16 resnet18`` and ``method`` a description (``mixed sparse``, ``dense and sparse``) where the
+#: paper states one figure for several. A range is a ``(low, high)`` tuple. Accuracies in %, energy in J,
+#: time in s.
+PUBLISHED_PRIMARY: dict[tuple[str, str, str, str], tuple[float | tuple[float, float], str, str]] = {
+    ("bloodmnist", "vgg16", "mixed sparse", "test_accuracy"): (92.4, "%", f"{DOUZANDEH_ZENOOZI_2025}, {_TABLE1_QUOTE}"),
+    ("bloodmnist", "resnet18", "mixed sparse", "test_accuracy"): (92.3, "%", f"{DOUZANDEH_ZENOOZI_2025}, {_TABLE1_QUOTE}"),
+    ("visa", "vgg16 resnet18", "dense and sparse", "test_accuracy"): (
+        86.0, "%", f"{DOUZANDEH_ZENOOZI_2025}, approximate figure stated in the related-work text"),
+    ("visa", "all", "all", "majority_class_accuracy"): (
+        88.9, "%", f"{DOUZANDEH_ZENOOZI_2025}: 9,621 normal of 10,821 images (derived from the stated counts)"),
+    ("bloodmnist", "all", "set", "cpu_inference_time"): (
+        (0.002, 0.008), "s", f"{DOUZANDEH_ZENOOZI_2025}: average per inference on a laptop CPU; SET equals dense in "
+        "12 of 18 cases and is at most 0.002 s slower otherwise"),
+    ("bloodmnist", "vgg16", "all (mean)", "training_energy"): (0.6e6, "J", f"{DOUZANDEH_ZENOOZI_2025}: {_ENERGY_NOTE}"),
+    ("bloodmnist", "resnet18", "all (mean)", "training_energy"): (0.2e6, "J", f"{DOUZANDEH_ZENOOZI_2025}: {_ENERGY_NOTE}"),
+    ("mvtec3d_cls", "vgg16", "all (mean)", "training_energy"): (2.7e6, "J", f"{DOUZANDEH_ZENOOZI_2025}: {_ENERGY_NOTE}"),
+    ("mvtec3d_cls", "resnet18", "all (mean)", "training_energy"): (1.1e6, "J", f"{DOUZANDEH_ZENOOZI_2025}: {_ENERGY_NOTE}"),
+}  # fmt: skip
+
+#: (model, metric) -> [(value %, source, reference-table source key)]: dense BloodMNIST baselines at 28 px.
+PUBLISHED_BLOODMNIST_BASELINES: dict[tuple[str, str], list[tuple[float, str, str]]] = {
+    ("vgg16", "test_accuracy"): [(94.85, f"{DOERRICH_2024}, VGG16 end-to-end, 28 px", "Doerrich2024")],
+    ("resnet18", "test_accuracy"): [
+        (91.93, f"{DOERRICH_2024}, ResNet18 end-to-end, 28 px", "Doerrich2024"),
+        (95.8, f"{YANG_2023}, ResNet-18 (28)", "Yang2023"),
+    ],
+    ("resnet18_224", "test_accuracy"): [(96.3, f"{YANG_2023}, ResNet-18 (224)", "Yang2023")],
+    ("vgg16", "test_auc"): [(99.66, f"{DOERRICH_2024}, VGG16, 28 px", "Doerrich2024")],
+    ("resnet18", "test_auc"): [
+        (99.24, f"{DOERRICH_2024}, ResNet18, 28 px", "Doerrich2024"),
+        (99.8, f"{YANG_2023}, ResNet-18 (28)", "Yang2023"),
+    ],
+}
+
+#: The primary study's training protocol (its methods section, as DESIGN.md records it): setting -> value.
+PAPER_PROTOCOL: dict[str, object] = {
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "batch_size": 64,
+    "epochs": 50,
+    "seeds": 3,
+    "loss": "cross-entropy",
+    "swap_fraction": 0.2,
+    "finetune_epochs": 0,
+    "training_form": "masked",
+    "set_allocation": "scenario",
+    "inference device": "cpu, batch 1",
+}
+
+
+def published_primary_rows() -> list[dict[str, object]]:
+    """:data:`PUBLISHED_PRIMARY` and :data:`PUBLISHED_BLOODMNIST_BASELINES` in the reference table's long
+    shape (``source``, ``study``, ``dataset``, ``model``, ``method``, ``metric``, ``value``, ``unit``)."""
+    rows: list[dict[str, object]] = []
+    for (dataset, model, method, metric), (value, unit, _) in PUBLISHED_PRIMARY.items():
+        rows.append({"source": "DouzandehZenoozi2025", "study": "pruning", "dataset": dataset, "model": model,
+                     "method": method, "metric": metric, "value": value, "unit": unit})  # fmt: skip
+    for (model, metric), refs in PUBLISHED_BLOODMNIST_BASELINES.items():
+        for value, _, key in refs:
+            rows.append({"source": key, "study": "baseline", "dataset": "bloodmnist", "model": model,
+                         "method": "dense", "metric": metric, "value": value, "unit": "%"})  # fmt: skip
     return rows
