@@ -35,6 +35,8 @@ def _tiny(out, **changes):
         "scenarios": ["mixed"], "epochs": 2, "batch_size": 16, "train_subset": 40, "val_subset": 20,
         "test_subset": 30, "threads": 1, "keep_models": False,
         "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "out": str(out),
+        # in this process: the tests patch the writers, which a run's own process would not see
+        "executor": {"kind": "local", "process_per_run": False},
     }  # fmt: skip
     params.update(changes)
     return load_params(params)
