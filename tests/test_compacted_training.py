@@ -159,7 +159,8 @@ def test_epoch_compaction_without_swaps_equals_masked_training_and_keeps_optimiz
         assert b["accuracy"] == a["accuracy"] and b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
     fc_m, fc_c = m_opt.state[m_model.fc.weight], c_opt.state[c_model.fc.weight]
     # the full-size optimizer is the record: the small network's momentum was written back into it
-    torch.testing.assert_close(fc_c["momentum_buffer"], fc_m["momentum_buffer"], rtol=1e-3, atol=1e-6)
+    # float32 sums over other GEMM shapes: differences of a few 1e-6 on entries near zero
+    torch.testing.assert_close(fc_c["momentum_buffer"], fc_m["momentum_buffer"], rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(c_model.fc.weight, m_model.fc.weight, rtol=1e-3, atol=1e-5)
 
 
