@@ -1167,7 +1167,7 @@ def inference_latency(inference: pd.DataFrame, figures_dir: str | Path, *, runs:
     batch = int(data["batch_size"].iloc[0])
     return _variant_bars(
         data, figures_dir, value="latency_ms_per_sample", ylabel="inference time per sample (ms)", kind="inference_latency",
-        what=f"average CPU inference time per sample (batch {batch}), masked vs compacted", runs=runs,
+        what=f"average CPU inference time per sample (batch {batch}), per model variant (masked, hooked, compacted)", runs=runs,
         lookup=_macs_lookup(inference),
     )
 
@@ -1474,7 +1474,7 @@ def inference_energy(inference: pd.DataFrame, figures_dir: str | Path, *, runs: 
     return _variant_bars(
         _stack_scenarios(data), figures_dir, value="energy", ylabel="inference energy (J)",
         kind="inference_energy", sources="energy_source", runs=runs, lookup=_macs_lookup(inference),
-        what=f"CPU inference energy of one measurement (model load + warm-up + {samples} images), masked vs compacted",
+        what=f"CPU inference energy of one measurement (model load + warm-up + {samples} images), per model variant",
     )
 
 
