@@ -345,8 +345,11 @@ def test_resident_memory_of_an_epoch_does_not_grow_with_the_dataset(tmp_path):
     # allocator), the larger tree's peak is 15-33 MB higher (file names and annotations held). Holding
     # the larger tree's prepared floats, as the in-memory path does, would add 236 MB.
     bound_mb = 48
+    # An epoch's own working set (batches, activations, allocator slack) measured 26-53 MB here; the
+    # float32 split the in-memory path would hold is 236 MB, so 100 MB still tells the two paths apart.
+    epoch_bound_mb = 100
     for row in (small, large):
-        assert row["epoch_peak_mb"] - row["before_epoch_mb"] < bound_mb
+        assert row["epoch_peak_mb"] - row["before_epoch_mb"] < epoch_bound_mb
     growth = {n: row["epoch_peak_mb"] - row["before_epoch_mb"] for n, row in rows.items()}
     assert abs(growth[20_000] - growth[2_000]) < 24
     assert large["epoch_peak_mb"] - small["epoch_peak_mb"] < bound_mb
