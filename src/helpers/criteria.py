@@ -95,7 +95,7 @@ from helpers.pruning import count_macs, find_structure, units_removed
 from helpers.pruning.filters import Consumer, find_consumers, mask_filters, prune_filters
 from helpers.pruning.masks import group_l1_norm, top_k_mask
 from helpers.pruning.structure import Structure
-from helpers.train import Data, evaluate
+from helpers.train import Data, evaluate, train_one_epoch
 from helpers.transforms import augment_batch
 
 __all__ = [
@@ -580,8 +580,9 @@ def finetune(
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with SGD and a stepwise learning rate (the criteria study's protocol).
 
-    Each epoch visits the images in a random order drawn from a generator seeded by ``(seed, epoch)``,
-    which also draws the flips and rotations. A final batch of one image is skipped (BatchNorm).
+    Each epoch is one :func:`helpers.train.train_one_epoch` at that epoch's learning rate, over the images
+    in a random order drawn from a generator seeded by ``(seed, epoch)``, which also draws the flips and
+    rotations. A final batch of one image is skipped (BatchNorm).
 
     Args:
         model: the network (trained in place, left in train mode).
@@ -606,38 +607,21 @@ def finetune(
     if epochs == 0:
         return []
     optimizer = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, generator=generator, hflip=hflip, rotation_degrees=rotation_degrees)
+
     history = []
-    n = images.shape[0]
     for epoch in range(epochs):
         lr = lr_for_epoch(epoch, epochs, lrs)
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=generator).to(images.device)
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-        correct = torch.zeros((), dtype=torch.int64, device=images.device)
-        seen = 0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            if idx.numel() < 2:
-                continue
-            x = augment_batch(images[idx], generator=generator, hflip=hflip, rotation_degrees=rotation_degrees)
-            y = labels[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss + penalty(model) if penalty is not None else loss
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step(model)
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-        if seen == 0:
-            raise ValueError(f"no training batch of at least 2 images among {n}; use more training images")
-        history.append({"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / seen, "accuracy": int(correct) / seen})
+        metrics = train_one_epoch(
+            model, optimizer, None, images, labels, batch_size=batch_size, num_classes=_num_classes(model),
+            generator=generator, augment=augment, penalty=penalty, after_step=after_step,
+        )  # fmt: skip
+        history.append({"epoch": epoch + 1, "lr": lr, "loss": metrics["loss"], "accuracy": metrics["accuracy"]})
     return history
 
 
