@@ -19,12 +19,7 @@ from helpers.config import ParamsError, expand_grid, load_params, training_form
 from helpers.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _masked(name: str, scenario: str = "mixed") -> tuple[nn.Module, pruning.PruningMethod]:

@@ -51,9 +51,9 @@ def isolated(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("network disabled in tests")
 
-    monkeypatch.setattr(data, "_download_url", no_network)
-    monkeypatch.setattr(data, "_pip_download", no_network)
-    data._VERIFIED.clear()
+    monkeypatch.setattr(data.fetch, "download_url", no_network)
+    monkeypatch.setattr(data.fetch, "pip_download", no_network)
+    data.fetch._VERIFIED.clear()
 
 
 def assert_split(split: Split, channels: int, size: int, classes) -> None:
@@ -265,7 +265,7 @@ def test_bloodmnist_download_is_verified_and_atomic(tmp_path, monkeypatch, blood
         assert dest.parent == tmp_path and dest.name != "bloodmnist.npz"  # never the final name
         dest.write_bytes(blood_bytes)
 
-    monkeypatch.setattr(data, "_download_url", fake_download)
+    monkeypatch.setattr(data.fetch, "download_url", fake_download)
     splits = load_splits("bloodmnist", root=tmp_path)
     assert len(splits["test"]) == 16
     assert "bloodmnist.npz" in calls[0][0]
@@ -281,7 +281,7 @@ def test_bloodmnist_download_uses_medmnist_url_per_size(tmp_path, monkeypatch):
         urls.append(url)
         dest.write_bytes(payload)
 
-    monkeypatch.setattr(data, "_download_url", fake_download)
+    monkeypatch.setattr(data.fetch, "download_url", fake_download)
     splits = load_splits("bloodmnist", root=tmp_path, size=64)
     assert splits["train"].images.shape[1:] == (3, 64, 64)
     from medmnist.info import INFO
@@ -295,7 +295,7 @@ def test_bloodmnist_partial_download_leaves_nothing(tmp_path, monkeypatch, blood
         dest.write_bytes(blood_bytes[:100])
         raise ConnectionResetError("connection dropped")
 
-    monkeypatch.setattr(data, "_download_url", broken_download)
+    monkeypatch.setattr(data.fetch, "download_url", broken_download)
     with pytest.raises(DatasetNotFoundError) as err:
         load_splits("bloodmnist", root=tmp_path)
     assert "connection dropped" in str(err.value)
@@ -303,7 +303,7 @@ def test_bloodmnist_partial_download_leaves_nothing(tmp_path, monkeypatch, blood
 
 
 def test_bloodmnist_wrong_download_is_discarded(tmp_path, monkeypatch, blood_bytes):
-    monkeypatch.setattr(data, "_download_url", lambda url, dest: dest.write_bytes(b"<html>not the file</html>"))
+    monkeypatch.setattr(data.fetch, "download_url", lambda url, dest: dest.write_bytes(b"<html>not the file</html>"))
     with pytest.raises(DatasetNotFoundError) as err:
         load_splits("bloodmnist", root=tmp_path)
     assert "MD5" in str(err.value)
@@ -317,7 +317,7 @@ def test_bloodmnist_wheel_fallback(tmp_path, monkeypatch, blood_bytes):
         requested.append((requirement, python_version))
         return write_wheel(dest_dir / "kosmos_core-0.6.2-py3-none-any.whl", data.BLOODMNIST_WHEEL["member"], blood_bytes)
 
-    monkeypatch.setattr(data, "_pip_download", fake_pip)
+    monkeypatch.setattr(data.fetch, "pip_download", fake_pip)
     root = tmp_path / "root"
     splits = load_splits("bloodmnist", root=root)
     assert len(splits["train"]) == 40
@@ -329,8 +329,8 @@ def test_bloodmnist_wheel_fallback(tmp_path, monkeypatch, blood_bytes):
 def test_bloodmnist_wheel_with_wrong_file_is_rejected(tmp_path, monkeypatch, blood_bytes):
     other = bloodmnist_npz_bytes(seed=1)
     monkeypatch.setattr(
-        data,
-        "_pip_download",
+        data.fetch,
+        "pip_download",
         lambda req, dest_dir, pv: write_wheel(dest_dir / "k.whl", data.BLOODMNIST_WHEEL["member"], other),
     )
     with pytest.raises(DatasetNotFoundError) as err:
@@ -342,7 +342,7 @@ def test_bloodmnist_wheel_with_wrong_file_is_rejected(tmp_path, monkeypatch, blo
 
 def test_bloodmnist_wheel_without_member_is_rejected(tmp_path, monkeypatch, blood_bytes):
     monkeypatch.setattr(
-        data, "_pip_download", lambda req, dest_dir, pv: write_wheel(dest_dir / "k.whl", "other/file.npz", blood_bytes)
+        data.fetch, "pip_download", lambda req, dest_dir, pv: write_wheel(dest_dir / "k.whl", "other/file.npz", blood_bytes)
     )
     with pytest.raises(DatasetNotFoundError, match="no member"):
         load_splits("bloodmnist", root=tmp_path)
@@ -375,8 +375,8 @@ def test_pip_download_runs_pip_and_returns_the_wheel(tmp_path, monkeypatch):
         return __import__("subprocess").CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.undo()  # restore the real _pip_download (the autouse fixture replaced it)
-    monkeypatch.setattr(data.subprocess, "run", fake_run)
-    wheel = data._pip_download("kosmos-core==0.6.2", tmp_path, "3.13")
+    monkeypatch.setattr(data.fetch.subprocess, "run", fake_run)
+    wheel = data.fetch.pip_download("kosmos-core==0.6.2", tmp_path, "3.13")
     assert wheel.name.endswith(".whl")
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "--only-binary=:all:" in cmd
@@ -386,10 +386,10 @@ def test_pip_download_runs_pip_and_returns_the_wheel(tmp_path, monkeypatch):
 def test_pip_download_failure_is_reported(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(
-        data.subprocess, "run", lambda cmd, **kw: __import__("subprocess").CompletedProcess(cmd, 1, "", "ERROR: no match")
+        data.fetch.subprocess, "run", lambda cmd, **kw: __import__("subprocess").CompletedProcess(cmd, 1, "", "ERROR: no match")
     )
     with pytest.raises(OSError, match="no match"):
-        data._pip_download("kosmos-core==0.6.2", tmp_path, "3.13")
+        data.fetch.pip_download("kosmos-core==0.6.2", tmp_path, "3.13")
 
 
 def test_bloodmnist_max_samples_shrinks_splits_in_proportion(tmp_path, blood_bytes):
@@ -538,7 +538,7 @@ def test_visa_decoded_images_are_cached(visa_root, tmp_path, monkeypatch):
     def no_decode(path, size):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(data, "_decode_one", no_decode)
+    monkeypatch.setattr(data.decode, "_decode_one", no_decode)
     second = load_splits("visa", root=root, objects=["candle"], size=16, cache_dir=cache)
     torch.testing.assert_close(second["train"].images, first["train"].images)
     with pytest.raises(AssertionError, match="decoded although cached"):  # another size: another key
@@ -570,7 +570,7 @@ _REAL_VISA_CSV = SHARED_DATA / "visa_split_csv" / "2cls_highshot.csv"
 
 @pytest.mark.skipif(not _REAL_VISA_CSV.is_file(), reason="reference VisA split files not present")
 def test_real_visa_split_csv_parses():
-    rows = data._read_visa_csv(SHARED_DATA, str(_REAL_VISA_CSV))
+    rows = data.visa._read_visa_csv(SHARED_DATA, str(_REAL_VISA_CSV))
     assert len(rows) == 10821
     assert {r["object"] for r in rows} == set(data.VISA_OBJECTS)
     assert sum(r["split"] == "train" and r["label"] == "anomaly" for r in rows) == 720
@@ -686,7 +686,7 @@ def test_cifar_download_route(cifar, tmp_path, monkeypatch):
         urls.append(url)
         dest.write_bytes(archive)
 
-    monkeypatch.setattr(data, "_download_url", fake_download)
+    monkeypatch.setattr(data.fetch, "download_url", fake_download)
     root = tmp_path / "dl"
     splits = load_splits(name, root=root, val_fraction=0.2)
     assert urls == [cls.url]

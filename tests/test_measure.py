@@ -116,19 +116,9 @@ def test_peak_memory_sees_a_transient_allocation():
     assert peak.peak_mb >= baseline.peak_mb + 200
 
 
-class _Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 8 * 8, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-def test_benchmark_inference_reports_per_image_latency():
+def test_benchmark_inference_reports_per_image_latency(tiny_cnn):
     torch.manual_seed(0)
-    model = _Tiny()
+    model = tiny_cnn()
     images = torch.randn(5, 1, 8, 8)
     loads = []
 
@@ -144,8 +134,8 @@ def test_benchmark_inference_reports_per_image_latency():
     assert out["energy_source"] == "unavailable" or out["energy_j"] > 0
 
 
-def test_count_params_counts_zeros():
-    model = _Tiny()
+def test_count_params_counts_zeros(tiny_cnn):
+    model = tiny_cnn()
     with torch.no_grad():
         model.fc.weight.zero_()
     total, nonzero = count_params(model)
@@ -247,11 +237,11 @@ def test_cuda_peak_is_reset_per_phase():
 # ---------------------------------------------------------------------------------------------- CSR layers counted
 
 
-def test_count_params_and_macs_see_sparse_linear_layers():
+def test_count_params_and_macs_see_sparse_linear_layers(tiny_cnn):
     from helpers.pruning import SparseLinear, count_macs
 
     torch.manual_seed(0)
-    model = _Tiny()
+    model = tiny_cnn()
     with torch.no_grad():
         model.fc.weight[torch.rand_like(model.fc.weight) < 0.8] = 0
     x = torch.randn(1, 1, 8, 8)

@@ -265,7 +265,7 @@ def test_figures_leave_interactive_mode_as_the_backend_set_it(tmp_path):
     before = matplotlib.is_interactive()
     try:
         matplotlib.interactive(False)
-        with plots._theme():
+        with plots.style._theme():
             matplotlib.interactive(True)  # what the inline backend does on the first figure
         assert matplotlib.is_interactive()
     finally:

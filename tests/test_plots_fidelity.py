@@ -107,9 +107,9 @@ def test_training_curves_and_inference_figures_write_the_macs_ratio(tmp_path):
 
 
 def test_macs_label_shows_a_range_when_runs_differ():
-    assert plots._macs_label([0.05, 0.071]) == "MACs 5.0-7.1 %"
-    assert plots._macs_label([0.42, 0.42]) == "MACs 42 %"
-    assert plots._macs_label([math.nan]) == "MACs n/a"
+    assert plots.primary._macs_label([0.05, 0.071]) == "MACs 5.0-7.1 %"
+    assert plots.primary._macs_label([0.42, 0.42]) == "MACs 42 %"
+    assert plots.primary._macs_label([math.nan]) == "MACs n/a"
 
 
 # --------------------------------------------------------------------------- 2. per training form

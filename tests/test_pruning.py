@@ -33,13 +33,7 @@ from helpers.pruning import (
 PRUNING_METHODS = [m for m in METHODS if m != "dense"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy CI machine does not stall two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyVGG(nn.Module):

@@ -22,12 +22,7 @@ METHOD_FOR = {"vgg16": "pre_training", "vgg16_bn": "post_training", "resnet18": 
 _INITIAL: dict[str, tuple[nn.Module, dict]] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fresh(name: str) -> nn.Module:

@@ -156,7 +156,7 @@ def test_split_on_disk_without_cache_leaves_no_file(tmp_path):
 
 
 def test_decoding_writes_the_cache_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_DECODE_CHUNK", 7)
+    monkeypatch.setattr(data.decode, "_DECODE_CHUNK", 7)
     build_blenderproc_coco(tmp_path, n=40, classes=4)
     chunked = load_splits("mvtec3d_cls", root=tmp_path, size=24, cache_dir=tmp_path / "c")
     whole = load_splits("mvtec3d_cls", root=tmp_path, size=24, cache=False)

@@ -16,26 +16,7 @@ from helpers.pruning import make_method, summarize_sparsity
 from helpers.train import Data, evaluate, fit, load_checkpoint, make_optimizer, seed_everything, train_one_epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: a busy 2-core machine makes multi-threaded OpenMP crawl (oversubscription)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-class _Tiny(nn.Module):
-    """A small CNN with dropout (exercises the global RNG state on resume)."""
-
-    def __init__(self, k=3):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.drop = nn.Dropout(0.3)
-        self.fc = nn.Linear(4 * 8 * 8, k)
-
-    def forward(self, x):
-        return self.fc(self.drop(torch.relu(self.conv(x)).flatten(1)))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=60, k=3, size=8, channels=1, seed=0):
@@ -53,9 +34,9 @@ def _fit(model, data, epochs, ckpt=None, method=None, lr=1e-2, checkpoint_last=T
                meter=EnergyMeter("cpu"), checkpoint_path=ckpt, checkpoint_last=checkpoint_last, progress=False)  # fmt: skip
 
 
-def test_training_learns_a_separable_task():
+def test_training_learns_a_separable_task(tiny_cnn):
     seed_everything(0)
-    model, data = _Tiny(), _data()
+    model, data = tiny_cnn(dropout=0.3), _data()
     result = _fit(model, data, epochs=6)
     train = [r for r in result.history if r["phase"] == "train"]
     val = [r for r in result.history if r["phase"] == "val"]
@@ -67,9 +48,9 @@ def test_training_learns_a_separable_task():
         assert row["energy_source"] != "unavailable" or math.isnan(row["energy_j"])
 
 
-def test_evaluate_matches_sklearn():
+def test_evaluate_matches_sklearn(tiny_cnn):
     seed_everything(1)
-    model, data = _Tiny(), _data()
+    model, data = tiny_cnn(dropout=0.3), _data()
     metrics, probs = evaluate(model, data.val_x, data.val_y, batch_size=7, num_classes=3)
     preds = probs.argmax(1).numpy()
     p, r, f1, _ = precision_recall_fscore_support(data.val_y.numpy(), preds, average="macro", zero_division=0)
@@ -82,20 +63,20 @@ def test_evaluate_matches_sklearn():
     assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_same_seed_same_run():
+def test_same_seed_same_run(tiny_cnn):
     runs = []
     for _ in range(2):
         seed_everything(3)
-        model = _Tiny()
+        model = tiny_cnn(dropout=0.3)
         runs.append((_fit(model, _data(), epochs=2), model.state_dict()))
     assert [r["loss"] for r in runs[0][0].history] == [r["loss"] for r in runs[1][0].history]
     for key in runs[0][1]:
         torch.testing.assert_close(runs[0][1][key], runs[1][1][key], rtol=0, atol=0)
 
 
-def test_resume_retraces_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_retraces_the_uninterrupted_run(tmp_path, monkeypatch, tiny_cnn):
     seed_everything(5)
-    straight = _Tiny()
+    straight = tiny_cnn(dropout=0.3)
     full = _fit(straight, _data(), epochs=3)
 
     import helpers.train as train_mod
@@ -113,13 +94,13 @@ def test_resume_retraces_the_uninterrupted_run(tmp_path, monkeypatch):
     seed_everything(5)
     monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        _fit(_Tiny(), _data(), epochs=3, ckpt=ckpt)
+        _fit(tiny_cnn(dropout=0.3), _data(), epochs=3, ckpt=ckpt)
     monkeypatch.setattr(train_mod, "train_one_epoch", real)
     state = load_checkpoint(ckpt)  # weights_only=True
     assert state["epoch"] == 2 and state["optimizer"] is not None
 
     seed_everything(99)  # a different global state and fresh weights: the checkpoint must restore both
-    resumed = _Tiny()
+    resumed = tiny_cnn(dropout=0.3)
     result = _fit(resumed, _data(), epochs=3, ckpt=ckpt)
     assert [r["loss"] for r in result.history] == pytest.approx([r["loss"] for r in full.history], rel=1e-6)
     for key, value in straight.state_dict().items():
@@ -127,11 +108,11 @@ def test_resume_retraces_the_uninterrupted_run(tmp_path, monkeypatch):
     assert load_checkpoint(ckpt)["optimizer"] is None  # after the last epoch only what testing needs
 
 
-def test_divergence_stops_training_and_keeps_history(tmp_path):
+def test_divergence_stops_training_and_keeps_history(tmp_path, tiny_cnn):
     seed_everything(0)
     data = _data()
     data.train_x[5] = float("nan")
-    result = _fit(_Tiny(), data, epochs=3, ckpt=tmp_path / "c.pt")
+    result = _fit(tiny_cnn(dropout=0.3), data, epochs=3, ckpt=tmp_path / "c.pt")
     assert result.diverged and result.epochs_completed == 0
     assert [(r["epoch"], r["phase"]) for r in result.history] == [(1, "train")]
     assert not math.isfinite(result.history[0]["loss"])
@@ -152,19 +133,19 @@ def test_masks_hold_through_training_with_the_method_hooks():
     assert summary["linear_weight_sparsity"] == pytest.approx(0.8, abs=0.01)
 
 
-def test_a_lone_last_image_is_skipped():
+def test_a_lone_last_image_is_skipped(tiny_cnn):
     seed_everything(0)
     data = _data(n=33)
     gen = torch.Generator().manual_seed(0)
-    model = _Tiny()
+    model = tiny_cnn(dropout=0.3)
     out = train_one_epoch(model, make_optimizer("sgd", model, lr=0.01), make_method("dense", None), data.train_x,
                           data.train_y, batch_size=16, num_classes=3, generator=gen)  # fmt: skip
     assert out["samples"] == 32
 
 
-def test_unknown_optimizer():
+def test_unknown_optimizer(tiny_cnn):
     with pytest.raises(ValueError, match="adam"):
-        make_optimizer("rmsprop", _Tiny(), lr=0.1)
+        make_optimizer("rmsprop", tiny_cnn(dropout=0.3), lr=0.1)
 
 
 def test_data_moves_as_a_whole():
@@ -203,9 +184,9 @@ class _FlipAfterValidation:
         return {}
 
 
-def test_validation_scores_the_model_before_the_epochs_swap():
+def test_validation_scores_the_model_before_the_epochs_swap(tiny_cnn):
     seed_everything(0)
-    model, data = _Tiny(), _data()
+    model, data = tiny_cnn(dropout=0.3), _data()
     method = _FlipAfterValidation(data)
     result = _fit(model, data, epochs=3, method=method)
     val = [r["accuracy"] for r in result.history if r["phase"] == "val"]
@@ -216,9 +197,9 @@ def test_validation_scores_the_model_before_the_epochs_swap():
     assert all(r["filters_swapped"] == 1 for r in train)  # the swap is recorded on the epoch's training row
 
 
-def test_best_epoch_is_scored_when_it_validates_and_survives_resume(tmp_path):
+def test_best_epoch_is_scored_when_it_validates_and_survives_resume(tmp_path, tiny_cnn):
     seed_everything(0)
-    model, data = _Tiny(), _data()
+    model, data = tiny_cnn(dropout=0.3), _data()
     scored = []
 
     def score(net):
@@ -242,7 +223,7 @@ def test_best_epoch_is_scored_when_it_validates_and_survives_resume(tmp_path):
 
     # interrupted after two epochs and resumed: the same best, restored from the checkpoint
     seed_everything(0)
-    model2 = _Tiny()
+    model2 = tiny_cnn(dropout=0.3)
     ckpt = tmp_path / "ck.pt"
     opt2 = make_optimizer("adam", model2, lr=1e-2)
     fit(model2, opt2, make_method("dense", None), data, epochs=2, batch_size=16, eval_batch_size=32, seed=0,

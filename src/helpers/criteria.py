@@ -85,18 +85,17 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import nn
 
-from helpers.pruning import compact, count_macs, find_structure, units_removed
+from helpers.pruning import count_macs, find_structure, units_removed
+from helpers.pruning.filters import Consumer, find_consumers, mask_filters, prune_filters
 from helpers.pruning.masks import group_l1_norm, top_k_mask
-from helpers.pruning.structure import Structure, build_dependency_graph
-from helpers.train import Data, evaluate
+from helpers.pruning.structure import Structure
+from helpers.train import Data, evaluate, train_one_epoch
 from helpers.transforms import augment_batch
 
 __all__ = [
@@ -134,76 +133,9 @@ class MissingBatchNormError(ValueError):
     """``bn_slimming`` asked of a convolution that has no BatchNorm after it."""
 
 
-@dataclass(frozen=True)
-class Consumer:
-    """A layer that reads a unit group's channels.
-
-    Attributes:
-        name: module name of the consumer (an ``nn.Conv2d`` or ``nn.Linear``).
-        block: input features per channel: 1 for a convolution, ``H x W`` for a linear layer behind a
-            flatten (channel ``c`` owns features ``c * block`` to ``(c + 1) * block - 1``).
-    """
-
-    name: str
-    block: int
-
-
 def _check_criterion(criterion: str) -> None:
     if criterion not in CRITERIA:
         raise UnknownCriterionError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
-
-
-def _out_channel_fn(module: nn.Module) -> Callable:
-    if isinstance(module, nn.Conv2d):
-        return tp.prune_conv_out_channels
-    if isinstance(module, nn.Linear):
-        return tp.prune_linear_out_channels
-    raise TypeError(f"a unit root must be nn.Conv2d or nn.Linear, got {type(module).__name__}")
-
-
-def find_consumers(
-    model: nn.Module, roots: Sequence[str], example_input: torch.Tensor | None = None
-) -> dict[str, tuple[Consumer, ...]]:
-    """For each root layer, the convolutions and linear layers that read its output channels.
-
-    Found with torch-pruning's ``DependencyGraph`` (the in-channel dependencies of pruning the root's
-    output channel 0), so residual streams and flattens are followed.
-
-    Args:
-        model: the network.
-        roots: module names of ``nn.Conv2d`` / ``nn.Linear`` layers (for a conv group, its first member).
-        example_input: an input batch for tracing; default a random 2 x C x 32 x 32 batch.
-
-    Returns:
-        root name -> its consumers, in model order.
-
-    Raises:
-        ValueError: a consumer reads the channels in a layout other than contiguous blocks (grouped
-            convolutions, concatenations), which the study's models do not have.
-    """
-    graph = build_dependency_graph(model, example_input)
-    names = {module: name for name, module in model.named_modules()}
-    order = {name: i for i, name in enumerate(names.values())}
-    result = {}
-    for root_name in roots:
-        root = model.get_submodule(root_name)
-        group = graph.get_pruning_group(root, _out_channel_fn(root), idxs=[0])
-        consumers = {}
-        for dep, idxs in group:
-            module = dep.target.module
-            if not isinstance(module, (nn.Conv2d, nn.Linear)) or not graph.is_in_channel_pruning_fn(dep.handler):
-                continue
-            name = names[module]
-            block = len(idxs)
-            if list(idxs) != list(range(block)) or (isinstance(module, nn.Conv2d) and (block != 1 or module.groups != 1)):
-                raise ValueError(
-                    f"layer {name} reads the channels of {root_name} as input indices {list(idxs)[:5]}...; only "
-                    "contiguous blocks per channel (convolutions with groups=1, linear layers behind a flatten) "
-                    "are supported"
-                )
-            consumers[name] = Consumer(name, block)
-        result[root_name] = tuple(sorted(consumers.values(), key=lambda c: order[c.name]))
-    return result
 
 
 # ------------------------------------------------------------------------------------------- scores
@@ -597,68 +529,6 @@ def select_filters(
     return removed
 
 
-@torch.no_grad()
-def mask_filters(
-    model: nn.Module,
-    removed: Mapping[str, Sequence[int]],
-    structure: Structure | None = None,
-    example_input: torch.Tensor | None = None,
-) -> None:
-    """Zero the removed channels in place, in every member of their group.
-
-    A removed channel's filter weight and bias and its BatchNorm's affine weight and bias become 0, so
-    the channel outputs exactly zero in train and eval mode (what :func:`helpers.pruning.compact` removes).
-
-    Args:
-        model: the network, modified in place.
-        removed: conv group name -> channel indices (from :func:`select_filters`).
-        structure: the model's structure (or that of a copy: only names are used); found when ``None``.
-        example_input: an input batch for tracing when ``structure`` is ``None``; default 2 x C x 32 x 32.
-    """
-    structure = structure or find_structure(model, example_input)
-    groups = {g.name: g for g in structure.conv_groups}
-    for name, idxs in removed.items():
-        if name not in groups:
-            raise KeyError(f"{name!r} is not a conv group of this model; expected one of {', '.join(groups)}")
-        if len(idxs) == 0:
-            continue
-        group = groups[name]
-        index = torch.as_tensor(list(idxs), dtype=torch.long)
-        for conv_name, norm_name in zip(group.convs, group.norms):
-            conv = model.get_submodule(conv_name)
-            conv.weight[index.to(conv.weight.device)] = 0
-            if conv.bias is not None:
-                conv.bias[index.to(conv.bias.device)] = 0
-            if norm_name is not None:
-                norm = model.get_submodule(norm_name)
-                if norm.weight is not None:
-                    norm.weight[index.to(norm.weight.device)] = 0
-                    norm.bias[index.to(norm.bias.device)] = 0
-
-
-def prune_filters(
-    model: nn.Module,
-    removed: Mapping[str, Sequence[int]],
-    example_input: torch.Tensor,
-    structure: Structure | None = None,
-) -> nn.Module:
-    """A physically smaller copy of ``model`` without the removed channels.
-
-    The copy is masked with :func:`mask_filters` and compacted with :func:`helpers.pruning.compact`
-    (torch-pruning), so its logits equal those of the masked model.
-
-    Args:
-        model: the network (not modified).
-        removed: conv group name -> channel indices.
-        example_input: an input batch for tracing.
-        structure: ``model``'s structure; found when ``None``.
-    """
-    structure = structure or find_structure(model, example_input)
-    masked = copy.deepcopy(model)
-    mask_filters(masked, removed, structure)
-    return compact(masked, example_input)
-
-
 def bn_l1_penalty(model: nn.Module, lam: float = 1e-4) -> torch.Tensor:
     """Network slimming's sparsity penalty ``lam * sum |gamma|`` over every BatchNorm (Liu et al. 2017).
 
@@ -710,8 +580,9 @@ def finetune(
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with SGD and a stepwise learning rate (the criteria study's protocol).
 
-    Each epoch visits the images in a random order drawn from a generator seeded by ``(seed, epoch)``,
-    which also draws the flips and rotations. A final batch of one image is skipped (BatchNorm).
+    Each epoch is one :func:`helpers.train.train_one_epoch` at that epoch's learning rate, over the images
+    in a random order drawn from a generator seeded by ``(seed, epoch)``, which also draws the flips and
+    rotations. A final batch of one image is skipped (BatchNorm).
 
     Args:
         model: the network (trained in place, left in train mode).
@@ -736,38 +607,21 @@ def finetune(
     if epochs == 0:
         return []
     optimizer = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, generator=generator, hflip=hflip, rotation_degrees=rotation_degrees)
+
     history = []
-    n = images.shape[0]
     for epoch in range(epochs):
         lr = lr_for_epoch(epoch, epochs, lrs)
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=generator).to(images.device)
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-        correct = torch.zeros((), dtype=torch.int64, device=images.device)
-        seen = 0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            if idx.numel() < 2:
-                continue
-            x = augment_batch(images[idx], generator=generator, hflip=hflip, rotation_degrees=rotation_degrees)
-            y = labels[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss + penalty(model) if penalty is not None else loss
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step(model)
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-        if seen == 0:
-            raise ValueError(f"no training batch of at least 2 images among {n}; use more training images")
-        history.append({"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / seen, "accuracy": int(correct) / seen})
+        metrics = train_one_epoch(
+            model, optimizer, None, images, labels, batch_size=batch_size, num_classes=_num_classes(model),
+            generator=generator, augment=augment, penalty=penalty, after_step=after_step,
+        )  # fmt: skip
+        history.append({"epoch": epoch + 1, "lr": lr, "loss": metrics["loss"], "accuracy": metrics["accuracy"]})
     return history
 
 

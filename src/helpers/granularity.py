@@ -81,9 +81,9 @@ import torch_pruning as tp
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from helpers.criteria import find_consumers, mask_filters
 from helpers.measure import benchmark_inference
 from helpers.pruning import SparseLinear, compact, count_macs, find_structure, units_removed
+from helpers.pruning.filters import find_consumers, mask_filters
 from helpers.pruning.masks import group_l1_norm, top_k_mask
 from helpers.pruning.structure import build_dependency_graph, example_input_for, forward_with_hooks
 from helpers.train import evaluate
@@ -492,7 +492,7 @@ def mask_granularity(model: nn.Module, plan: GranularityPlan) -> nn.Module:
     """A copy of ``model`` with the plan's units zeroed (or made identity) but every shape kept.
 
     ``weight`` / ``unstructured``: removed weights are 0. ``neuron``: the unit's weight row and bias are
-    0. ``structured``: :func:`helpers.criteria.mask_filters`. ``layer``: a residual block's last
+    0. ``structured``: :func:`helpers.pruning.filters.mask_filters`. ``layer``: a residual block's last
     BatchNorm gets weight and bias 0 (the block outputs ``relu(x) = x``); a convolution becomes an
     identity kernel (``nn.init.dirac_``, bias 0) and its BatchNorm an identity map in eval mode
     (weight ``sqrt(running_var + eps)``, bias ``running_mean``), so in eval mode the masked model's

@@ -119,6 +119,8 @@ def train_one_epoch(
     num_classes: int,
     generator: torch.Generator,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, float]:
     """Train one epoch over ``images`` in a random order; masks re-applied after every step.
 
@@ -127,7 +129,8 @@ def train_one_epoch(
     Args:
         model: the model (put in train mode here).
         optimizer: its optimizer.
-        method: the pruning method (:class:`helpers.pruning.PruningMethod`); ``after_step`` is called.
+        method: the pruning method (:class:`helpers.pruning.PruningMethod`), whose ``after_step`` is
+            called after every optimizer step; ``None`` for none (plain fine-tuning).
         images: float images ``[N, C, H, W]`` on the model's device, or a
             :class:`helpers.transforms.StreamedImages` returning batches there.
         labels: int64 labels ``[N]`` on the same device.
@@ -135,6 +138,9 @@ def train_one_epoch(
         num_classes: classes of the task.
         generator: CPU generator of the batch order (and of ``augment``).
         augment: optional ``f(batch, generator) -> batch``.
+        penalty: optional ``f(model) -> scalar`` added to the loss that is minimised (e.g. network
+            slimming's L1 on BatchNorm scales); the returned ``loss`` stays the cross-entropy.
+        after_step: optional ``f(model)`` called after every optimizer step, after the method's.
 
     Returns:
         ``loss`` (mean cross-entropy, NaN/inf if training diverged), ``accuracy``, ``precision``,
@@ -158,10 +164,14 @@ def train_one_epoch(
             x = augment(x, generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
+        total = loss + penalty(model) if penalty is not None else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         optimizer.step()
-        method.after_step(model, optimizer)
+        if method is not None:
+            method.after_step(model, optimizer)
+        if after_step is not None:
+            after_step(model)
         loss_sum += loss.detach() * y.shape[0]
         confusion += _confusion(y, logits.detach().argmax(1), num_classes)
         seen += y.shape[0]

@@ -13,10 +13,12 @@ Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which group
 units, enforcement, ER densities), ``methods`` (when), ``report`` (what was achieved), ``compact``
 (physical removal, MACs), ``io`` (model files), ``hooked`` (the ``torch.nn.utils.prune`` form, whose
 inference cost the study measures), ``sparse`` (CSR linear layers, chosen per layer by
-measurement: :func:`choose_linear_formats`).
+measurement: :func:`choose_linear_formats`), ``filters`` (which layers read a group's channels, and
+removing chosen channels by zeroing or compaction: the primitives of the companion studies).
 """
 
 from .compact import CompactionMap, compact, compact_with_map, count_macs
+from .filters import Consumer, find_consumers, mask_filters, prune_filters
 from .hooked import load_hooked, save_hooked, to_hooked
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
@@ -55,6 +57,10 @@ __all__ = [
     "compact_with_map",
     "CompactionMap",
     "count_macs",
+    "Consumer",
+    "find_consumers",
+    "mask_filters",
+    "prune_filters",
     "save_model",
     "load_model",
     "to_hooked",

@@ -51,8 +51,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .scenarios import Scenario, units_removed
-from .structure import ConvGroup, Structure
+from .scenarios import Scenario, parse_scenario, units_removed
+from .structure import ConvGroup, Structure, find_structure
 
 __all__ = [
     "MaskSet",
@@ -371,9 +371,6 @@ def erk_allocation(model: nn.Module, scenario: Scenario | str | dict, structure:
     Comparing ``density_ungrouped`` with ``density`` shows how residual grouping changes the per-layer
     counts.
     """
-    from .scenarios import parse_scenario
-    from .structure import find_structure
-
     scenario = parse_scenario(scenario)
     structure = structure or find_structure(model)
     rows = []

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compact import compact_with_map
 from .masks import MaskSet, er_graph_masks, erk_keep_counts, group_l1_norm, l1_masks, random_masks, top_k_mask
 from .scenarios import Scenario, parse_scenario, units_removed
 from .structure import find_structure
@@ -350,8 +351,6 @@ class EpochCompaction:
 
     def build(self, full: nn.Module, optimizer: torch.optim.Optimizer):
         """``(small, small_optimizer, hooks)`` for the next epoch, from ``full`` and its optimizer's state."""
-        from .compact import compact_with_map
-
         if self.method._pending_masks is not None:
             self.method._restore_masks(full)
         small, cmap = compact_with_map(full, self.example_input, masks=self.method.masks)
