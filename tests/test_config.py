@@ -160,7 +160,8 @@ def test_run_ids_are_stable_and_track_result_parameters():
     assert ids != [s.run_id for s in expand_grid(load_params({**BASE, "lr": 1e-3}))]
     # ... those that only change speed or place do not
     same = load_params({**BASE, "threads": 1, "inference": {"threads": load_params(BASE)["threads"]},
-                        "out": "elsewhere", "eval_batch_size": 7, "keep_models": False})
+                        "out": "elsewhere", "eval_batch_size": 7, "keep_models": False,
+                        "checkpoint_every_s": 300})
     assert ids == [s.run_id for s in expand_grid(same)]
     # the dense baseline does not depend on method-only parameters
     other = expand_grid(load_params({**BASE, "swap_fraction": 0.1}))
@@ -212,3 +213,9 @@ def test_model_options_give_each_model_its_own_budget_and_seeds():
             assert dense_twin(spec).run_id == spec.dense_run_id
     assert "model_options names 'vgg16'" in _error({**BASE, "model_options": {"vgg16": {}}})
     assert "epohcs" in _error({**BASE, "model_options": {"resnet18": {"epohcs": 2}}})
+
+
+@pytest.mark.parametrize("value", [-1, "often", True, float("inf")])
+def test_a_bad_checkpoint_interval_is_named(value):
+    with pytest.raises(ParamsError, match="checkpoint_every_s"):
+        load_params({**BASE, "checkpoint_every_s": value})

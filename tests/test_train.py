@@ -231,3 +231,28 @@ def test_best_epoch_is_scored_when_it_validates_and_survives_resume(tmp_path, ti
     resumed = fit(model2, opt2, make_method("dense", None), data, epochs=4, batch_size=16, eval_batch_size=32, seed=0,
                   meter=EnergyMeter("cpu"), progress=False, score_best=score, checkpoint_path=ckpt)  # fmt: skip
     assert resumed.best == pytest.approx(result.best)
+
+
+def test_checkpoint_every_s_writes_checkpoints_only_when_the_interval_has_passed(tmp_path, tiny_cnn, monkeypatch):
+    import helpers.train as train_mod
+
+    writes = []
+    real = train_mod.save_checkpoint
+    monkeypatch.setattr(train_mod, "save_checkpoint", lambda path, state: (writes.append(state["epoch"]), real(path, state)))
+    clock = {"t": 1000.0}
+
+    def tick():  # every reading of the clock is 10 s later: each epoch "takes" several readings
+        clock["t"] += 10.0
+        return clock["t"]
+
+    monkeypatch.setattr(train_mod, "_clock", tick)
+    data = _data()
+    # start 1010; after epoch e the check reads the clock (+10 s), and a write reads it again
+    for every, expected in ((0.0, [1, 2, 3, 4]), (15.0, [2, 4]), (25.0, [3, 4]), (1e9, [4])):
+        writes.clear()
+        seed_everything(0)
+        model = tiny_cnn()
+        fit(model, make_optimizer("adam", model, lr=1e-2), make_method("dense", None), data, epochs=4, batch_size=16,
+            eval_batch_size=32, seed=0, meter=EnergyMeter("cpu"), checkpoint_path=tmp_path / f"{every}.pt",
+            checkpoint_every_s=every, progress=False)  # fmt: skip
+        assert writes == expected, every  # the last epoch's is always written (checkpoint_last)

@@ -105,6 +105,8 @@ DEFAULTS: dict[str, Any] = {
     "inference": {"samples": 100, "batch_sizes": [1], "warmup": 10, "threads": None},
     "energy": {"estimate": False},
     "keep_models": True,
+    # Seconds between training checkpoints (helpers.train.fit): 0 writes one after every epoch.
+    "checkpoint_every_s": 0.0,
     "executor": "local",
     # Companion studies (helpers.companion; ignored by the primary study). ``finetune`` is their
     # SGD fine-tuning after one-shot pruning (Lajić et al. 2025); the primary study's post_training
@@ -130,7 +132,7 @@ KEYS: tuple[str, ...] = REQUIRED + tuple(DEFAULTS)
 _NESTED_KEYS = {k: tuple(v) for k, v in DEFAULTS.items() if isinstance(v, dict) and v}
 
 # Parameters that can change a run's results, hence enter its run_id hash. ``threads``,
-# ``eval_batch_size``, ``data_root``, ``keep_models``, ``executor`` and ``out`` only change where or
+# ``eval_batch_size``, ``data_root``, ``keep_models``, ``checkpoint_every_s``, ``executor`` and ``out`` only change where or
 # how fast a run happens. Method-specific keys are added per method in :func:`_result_params`.
 RESULT_KEYS: tuple[str, ...] = (
     "dataset", "model", "method", "conv_sparsity", "linear_sparsity", "seed", "epochs", "batch_size",
@@ -390,6 +392,7 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         inf["threads"] = out["threads"]
     out["energy"]["estimate"] = _bool("energy.estimate", out["energy"]["estimate"])
     out["keep_models"] = _bool("keep_models", out["keep_models"])
+    out["checkpoint_every_s"] = _float("checkpoint_every_s", out["checkpoint_every_s"], minimum=0.0)
     _companion(out)
     from helpers.executors import validate_executor
 

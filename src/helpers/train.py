@@ -210,6 +210,9 @@ def evaluate(
     return {"loss": float(loss_sum) / max(n, 1), **metrics, "samples": n}, prob
 
 
+_clock = time.monotonic  # the checkpoint interval's clock (a test replaces it)
+
+
 # -------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -323,6 +326,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     checkpoint_last: bool = True,
+    checkpoint_every_s: float = 0.0,
     progress: bool = True,
     description: str = "epochs",
     compaction: Any = None,
@@ -351,6 +355,10 @@ def fit(
         meter: energy meter for the phases.
         checkpoint_path: where the checkpoint lives; None disables checkpointing.
         checkpoint_last: also checkpoint after the last (or a diverged) epoch.
+        checkpoint_every_s: write the checkpoint after an epoch only once this many seconds have passed
+            since the last one written (or since ``fit`` began); 0 writes one after every epoch. A killed
+            run then loses at most this long plus one epoch; a VGG16 checkpoint with Adam's state is
+            about 1.6 GB, so short runs (the quick profile) need not write any.
         augment: optional batch augmentation ``f(batch, generator)``.
         progress: show a tqdm bar (only on a terminal).
         description: the bar's label.
@@ -384,6 +392,7 @@ def fit(
     epoch = start_epoch
     net, net_optimizer, hooks = model, optimizer, method  # what trains: the model, or its compacted twin
     counted: tuple[nn.Module | None, int] = (None, 0)  # (network, its MACs per image): recounted when it changes
+    last_checkpoint = _clock()
     try:
         while epoch < epochs and not diverged:
             generator = epoch_generator(seed, epoch)
@@ -442,7 +451,9 @@ def fit(
             history.extend(rows)
             epoch += 1
             last = epoch >= epochs or diverged
-            if checkpoint_path is not None and (checkpoint_last or not last):
+            due = last or _clock() - last_checkpoint >= checkpoint_every_s
+            if checkpoint_path is not None and (checkpoint_last or not last) and due:
+                last_checkpoint = _clock()
                 save_checkpoint(
                     checkpoint_path,
                     {

@@ -470,9 +470,11 @@ def _reset_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch
     state = optimizer.state.get(param)
     if not state:
         return
+    if index.dim() < param.dim():  # a per-filter mask: broadcast over each filter's weights
+        index = index.reshape(index.shape + (1,) * (param.dim() - index.dim()))
     for value in state.values():
         if torch.is_tensor(value) and value.shape == param.shape:
-            value[index] = 0
+            value.masked_fill_(index, 0)  # vectorised; a boolean-index write scans and scatters
 
 
 def _nonzero(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -544,9 +546,9 @@ def _swap(
             magnitude = 1.0 - torch.rand(n, generator=generator)  # in (0, 1]
             sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
             fresh = magnitude * sign * bound
-            linear.weight[grow] = fresh.to(linear.weight)
+            linear.weight.masked_scatter_(grow, fresh.to(linear.weight))  # = weight[grow] = fresh, in order
         else:
-            linear.weight[grow] = 0
+            linear.weight.masked_fill_(grow, 0)
         _reset_optimizer_state(optimizer, linear.weight, drop | grow)
         weights_swapped += n
     return {"filters_swapped": filters_swapped, "weights_swapped": weights_swapped}
