@@ -102,7 +102,7 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 def _top_k_exact(flat: torch.Tensor, k: int) -> torch.Tensor:
     threshold = torch.kthvalue(flat, flat.numel() - k).values
     mask = flat > threshold
-    missing = k - int(mask.sum())
+    missing = k - int(torch.count_nonzero(mask))
     if missing > 0:
         ties = torch.nonzero(flat == threshold).reshape(-1)[:missing]
         mask[ties] = True
@@ -123,7 +123,7 @@ def _top_k_bracketed(flat: torch.Tensor, k: int) -> torch.Tensor | None:
     above = flat > t_hi if t_hi is not None else torch.zeros_like(flat, dtype=torch.bool)
     band = ~above if t_lo is None else (flat > t_lo) & ~above
     band_idx = torch.nonzero(band).reshape(-1)
-    need = k - int(above.sum())
+    need = k - int(torch.count_nonzero(above))
     if not 0 <= need <= band_idx.numel() or band_idx.numel() > n // 8:
         return None
     chosen = _top_k_exact(flat[band_idx], need) if 0 < need < band_idx.numel() else None
@@ -281,7 +281,7 @@ def _er_graph_mask(shape: tuple[int, ...] | torch.Size, k: int, generator: torch
     n = math.prod(shape)
     draw = torch.rand(shape, generator=generator)
     kept = draw < (k / n)
-    surplus = int(kept.sum()) - k
+    surplus = int(torch.count_nonzero(kept)) - k
     if surplus:
         order = torch.rand(shape, generator=generator)
         if surplus > 0:  # drop ``surplus`` of the kept units, chosen uniformly
