@@ -561,7 +561,7 @@ def read_run_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], list[pd.
 
     Raises:
         helpers.files.DamagedFileError: a file cannot be read or is not what it should be
-            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.runner.is_finished`
+            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.lifecycle.is_finished`
             moves the folder to ``runs/.damaged/`` and the same command runs it again.
     """
     folder = Path(folder)
