@@ -92,7 +92,7 @@ from helpers.params import (
     check_optional_int,
 )
 from helpers.results import read_json, summarize_rows, write_csv_atomic
-from helpers.rundata import check_datasets, check_device_available, prepare_data
+from helpers.rundata import prepare_data
 from helpers.train import Data, FitResult, evaluate, fit, make_optimizer, seed_everything
 from helpers.transforms import augmenter
 
@@ -108,7 +108,6 @@ __all__ = [
     "validate_criteria",
     "validate_granularity",
     "plan",
-    "preflight",
     "run_one",
     "failure_ids",
     "slimming_hooks",
@@ -288,18 +287,6 @@ def plan(params: StudyParams) -> list[RunSpec]:
                                 dense.run_id, granularity=granularity, budget=budget,
                             ))  # fmt: skip
     return specs
-
-
-def preflight(params: StudyParams, check_device: bool = True) -> None:
-    """Check, before anything is written, that the device exists (unless the runs execute on other
-    machines) and every dataset loads.
-
-    Raises:
-        ParamsError: naming the device or dataset and the fix.
-    """
-    if check_device:
-        check_device_available(params["device"])
-    check_datasets(plan(params))
 
 
 def failure_ids(spec: RunSpec) -> dict[str, Any]:
@@ -635,10 +622,10 @@ def _run_granularity(spec: RunSpec, work: Path, model: torch.nn.Module, data: Da
 #: The criteria study as a kind of study (:mod:`helpers.studies`): notebook 05.
 CRITERIA_KIND = StudyKind(
     name="criteria", defaults=CRITERIA_DEFAULTS, validate=validate_criteria, plan=plan, run_one=run_one,
-    failure_ids=failure_ids, notebooks=("05_criteria.ipynb",), preflight=preflight,
+    failure_ids=failure_ids, notebooks=("05_criteria.ipynb",),
 )
 #: The granularity study as a kind of study (:mod:`helpers.studies`): notebook 06.
 GRANULARITY_KIND = StudyKind(
     name="granularity", defaults=GRANULARITY_DEFAULTS, validate=validate_granularity, plan=plan, run_one=run_one,
-    failure_ids=failure_ids, notebooks=("06_granularity.ipynb",), preflight=preflight,
+    failure_ids=failure_ids, notebooks=("06_granularity.ipynb",),
 )

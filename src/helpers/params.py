@@ -147,8 +147,6 @@ class StudyKind:
         run_one: ``run_one(spec, study, progress=False) -> status``; executes one run, idempotently.
         failure_ids: a run's identifying columns for its ``error.json`` when it fails.
         notebooks: the kind's notebooks in ``notebooks/``, in the order ``python -m helpers study`` runs them.
-        preflight: ``preflight(params, check_device)``: what validation cannot see (device, datasets),
-            raising :class:`ParamsError` before anything is written.
         finish: called with the study folder after its tables are rebuilt (``None``: nothing more).
     """
 
@@ -159,7 +157,6 @@ class StudyKind:
     run_one: Callable[..., str]
     failure_ids: Callable[[RunSpec], dict[str, Any]]
     notebooks: tuple[str, ...]
-    preflight: Callable[[StudyParams, bool], None]
     finish: Callable[[Path], Any] | None = None
 
 

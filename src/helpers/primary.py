@@ -64,7 +64,7 @@ from helpers.params import (
     check_names,
 )
 from helpers.results import read_json, summarize_rows, write_csv_atomic
-from helpers.rundata import check_datasets, check_device_available, prepare_data
+from helpers.rundata import prepare_data
 from helpers.train import Data, FitResult, evaluate, fit, make_optimizer, seed_everything
 from helpers.transforms import augmenter
 
@@ -78,7 +78,6 @@ __all__ = [
     "dense_twin",
     "training_form",
     "result_params",
-    "preflight",
     "run_one",
     "failure_ids",
     "test_metrics",
@@ -268,18 +267,6 @@ def dense_twin(spec: RunSpec) -> RunSpec:
     if spec.dense_run_id is not None and twin.run_id != spec.dense_run_id:
         raise ValueError(f"dense twin of {spec.run_id} has id {twin.run_id}, expected {spec.dense_run_id}")
     return twin
-
-
-def preflight(params: StudyParams, check_device: bool = True) -> None:
-    """Check what validation cannot see, before anything is written: the device exists (unless the runs
-    execute on other machines) and every dataset loads (downloading where allowed).
-
-    Raises:
-        ParamsError: naming the device or dataset and the fix.
-    """
-    if check_device:
-        check_device_available(params["device"])
-    check_datasets(expand_grid(params))
 
 
 def failure_ids(spec: RunSpec) -> dict[str, Any]:
@@ -625,5 +612,5 @@ def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, mo
 KIND = StudyKind(
     name=KIND_NAME, defaults=DEFAULTS, validate=validate, plan=expand_grid, run_one=run_one, failure_ids=failure_ids,
     notebooks=("01_training.ipynb", "02_test_accuracy.ipynb", "03_inference.ipynb", "04_energy.ipynb", "07_claims.ipynb"),
-    preflight=preflight, finish=write_claims,
+    finish=write_claims,
 )

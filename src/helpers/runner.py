@@ -23,6 +23,7 @@ from helpers.executors import make_executor
 from helpers.lifecycle import SUBDIRS, is_finished
 from helpers.params import RunSpec, StudyParams, study_dir
 from helpers.results import collect, write_json_atomic
+from helpers.rundata import check_datasets, check_device_available
 from helpers.studies import kind
 
 __all__ = ["run_study", "plan"]
@@ -63,14 +64,18 @@ def run_study(
     study_kind = kind(params["study_kind"])
     study = study_dir(params, out)
     executor = make_executor(params["executor"])
-    study_kind.preflight(params, not executor.remote)
+    specs = study_kind.plan(params)
+    # What validation cannot see, before anything is written: the device (unless the runs execute on
+    # other machines, e.g. the GPU nodes of a Dask cluster) and every dataset (downloading where allowed).
+    if not executor.remote:
+        check_device_available(params["device"])
+    check_datasets(specs)
     for sub in SUBDIRS:
         (study / sub).mkdir(parents=True, exist_ok=True)
     resolved = params.to_dict()
     if out is not None:
         resolved["out"] = str(out)
     write_json_atomic(study / "params.json", resolved)
-    specs = study_kind.plan(params)
     pending = [spec for spec in specs if not is_finished(study, spec.run_id)]
     desc = f"study {params['name']}" if study_kind.name == "primary" else f"{study_kind.name} study {params['name']}"
     executor.run(pending, study, task=study_kind, progress=progress, desc=desc)

@@ -15,13 +15,12 @@ Each kind brings its keys and their validation, its plan, its ``run_one`` and it
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from typing import Any
 
 from helpers import companion, primary
 from helpers.params import ParamsError, StudyKind
 
-__all__ = ["KINDS", "DEFAULT_KIND", "kind", "kind_defaults", "validate_kinds", "notebooks_of"]
+__all__ = ["KINDS", "DEFAULT_KIND", "kind", "kind_defaults", "validate_kinds"]
 
 #: Every kind of study, by its ``study_kind`` value.
 KINDS: dict[str, StudyKind] = {k.name: k for k in (primary.KIND, companion.CRITERIA_KIND, companion.GRANULARITY_KIND)}
@@ -61,8 +60,3 @@ def validate_kinds(out: dict[str, Any]) -> None:
         if id(study_kind.validate) not in done:
             done.add(id(study_kind.validate))
             study_kind.validate(out)
-
-
-def notebooks_of(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The notebooks of a study's kind (``params["study_kind"]``, default primary)."""
-    return kind(params.get("study_kind") or DEFAULT_KIND).notebooks

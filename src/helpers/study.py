@@ -217,17 +217,17 @@ def run_notebooks(
         FileNotFoundError: a notebook that does not exist.
     """
     import papermill  # heavy (nbclient, jupyter): only when notebooks run
-    from papermill.exceptions import PapermillExecutionError
+    from papermill.exceptions import PapermillExecutionError  # with papermill, for the same reason
 
     study_dir = Path(study_dir).resolve()
     values = _plain(params)
     if values.get("name") == study_dir.name:
         values["out"] = str(study_dir.parent)
     if notebooks is None:
-        try:
-            notebooks = studies.notebooks_of(values)
-        except config.ParamsError as exc:
-            raise ValueError(str(exc)) from None
+        kind = values.get("study_kind") or studies.DEFAULT_KIND
+        if kind not in STUDY_NOTEBOOKS:
+            raise ValueError(f"unknown study_kind {kind!r}; expected one of {', '.join(STUDY_NOTEBOOKS)}")
+        notebooks = STUDY_NOTEBOOKS[kind]
     sources = _notebook_paths(notebooks)
     executed_dir = study_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +314,7 @@ def build_report(
         ``report_path``.
     """
     import nbformat  # heavy (nbconvert, jinja2): only when a report is built
-    from nbconvert import HTMLExporter
+    from nbconvert import HTMLExporter  # heavy, as nbformat
 
     report_path = Path(report_path)
     status = dict(status or {})
