@@ -253,7 +253,7 @@ def plan(params: StudyParams) -> list[RunSpec]:
     then the runs that prune them (one per criterion, or per granularity x budget).
 
     Raises:
-        ValueError: ``params`` is a primary study (use :func:`helpers.config.expand_grid`).
+        ValueError: ``params`` is a primary study (use :func:`helpers.primary.expand_grid`).
     """
     kind = params["study_kind"]
     if kind not in ("criteria", "granularity"):

@@ -1,6 +1,6 @@
 """The study's results: tidy tables rebuilt from the run folders, and the one place their columns are documented.
 
-Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.runner`):
+Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.lifecycle`):
 
 - ``params.json``: the run's resolved parameters (:meth:`helpers.config.RunSpec.to_dict`).
 - ``environment.json``: package versions, CPU, threads, GPU, git commit (:func:`environment`).
