@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from helpers import companion, config, plots, results, study
+from helpers import companion, config, plots, results, runner, study
 from helpers.config import ParamsError, expand_grid, load_params
 from helpers.results import COLUMNS
 
@@ -35,13 +35,13 @@ def _tiny(out, kind: str, **changes):
 @pytest.fixture(scope="module")
 def criteria_study(tmp_path_factory):
     params = _tiny(tmp_path_factory.mktemp("criteria"), "criteria")
-    return params, companion.run_study(params, progress=False)
+    return params, runner.run_study(params, progress=False)
 
 
 @pytest.fixture(scope="module")
 def granularity_study(tmp_path_factory):
     params = _tiny(tmp_path_factory.mktemp("granularity"), "granularity")
-    return params, companion.run_study(params, progress=False)
+    return params, runner.run_study(params, progress=False)
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -242,19 +242,20 @@ def test_granularity_study_measures_each_deployable_form(granularity_study):
 def test_a_rerun_skips_finished_runs(criteria_study):
     params, study_dir = criteria_study
     stamps = {p: p.stat().st_mtime_ns for p in (study_dir / "runs").glob("*/result.json")}
-    companion.run_study(params, progress=False)
+    runner.run_study(params, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (study_dir / "runs").glob("*/result.json")} == stamps
     assert not (study_dir / "runs" / ".work").exists()
 
 
 def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
-    params = _tiny(tmp_path, "granularity", granularities=["structured"])
+    params = _tiny(tmp_path, "granularity", granularities=["structured"],
+                   executor={"kind": "local", "process_per_run": False})  # the patch lives in this process
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(companion, "apply_granularity", boom)
-    runs = results.load_tables(companion.run_study(params, progress=False))["runs"].set_index("method")
+    runs = results.load_tables(runner.run_study(params, progress=False))["runs"].set_index("method")
     assert runs.loc["dense", "status"] == "completed"
     assert runs.loc["granularity", "status"] == "failed" and "simulated failure" in runs.loc["granularity", "error"]
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import __main__ as cli
-from helpers import executors, runner
+from helpers import executors, lifecycle, primary, runner
 from helpers.config import ParamsError, expand_grid, load_params
 
 distributed = pytest.importorskip("distributed")
@@ -103,9 +103,9 @@ def test_the_local_executor_gives_each_run_its_own_process_unless_told_not_to():
 def test_a_run_whose_process_dies_is_recorded_as_failed(tmp_path, monkeypatch):
     spec = expand_grid(load_params({**TINY, "methods": ["pre_training"], "out": str(tmp_path)}))[0]
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the run's interpreter exits at once, without a word
-    statuses = executors.LocalExecutor().run([spec], tmp_path, progress=False)
+    statuses = executors.LocalExecutor().run([spec], tmp_path, task=primary.KIND, progress=False)
     assert statuses == {spec.run_id: "failed"}
-    error = runner.work_dir(tmp_path, spec.run_id) / "error.json"
+    error = lifecycle.work_dir(tmp_path, spec.run_id) / "error.json"
     assert "exit code 1" in yaml.safe_load(error.read_text())["error"]
 
 
@@ -183,6 +183,31 @@ def test_local_cluster_gives_the_same_runs_as_the_local_executor(tmp_path, capsy
     assert _leftovers(tmp_path / "dask" / "grid") == []
 
 
+COMPANION = {
+    "name": "criteria_grid", "study_kind": "criteria", "datasets": ["digits"], "models": ["resnet18"], "epochs": 1,
+    "batch_size": 16, "lr": 1e-3, "train_subset": 48, "val_subset": 20, "test_subset": 30, "threads": 1,
+    "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "finetune": {"epochs": 1, "batch_size": 16},
+    "criteria": ["l1", "bn_slimming_l1"],
+}  # fmt: skip
+COMPANION_COMPARED = [
+    "run_id", "status", "epochs_completed", "test_accuracy", "test_loss", "params_nonzero", "accuracy_before",
+    "accuracy_pruned", "accuracy_finetuned", "filters_removed", "macs_after", "reused_run_id",
+]  # fmt: skip
+
+
+def test_a_companion_study_on_a_local_cluster_gives_the_local_executors_runs(tmp_path):
+    local = runner.run_study(load_params({**COMPANION, "out": str(tmp_path / "local")}), progress=False)
+    dask = runner.run_study(load_params({**COMPANION, "out": str(tmp_path / "dask"), "executor": DASK}), progress=False)
+    expected = pd.read_csv(local / "results" / "runs.csv")[COMPANION_COMPARED].sort_values("run_id", ignore_index=True)
+    got = pd.read_csv(dask / "results" / "runs.csv")[COMPANION_COMPARED].sort_values("run_id", ignore_index=True)
+    assert len(expected) == 4 and (expected.status == "completed").all()  # two dense models, two criteria
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    for run in (dask / "runs").iterdir():  # run by the cluster's workers, with the executor's threads
+        if run.is_dir():
+            assert yaml.safe_load((run / "environment.json").read_text())["threads"] == 1
+    assert _leftovers(dask) == []
+
+
 def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -212,7 +237,7 @@ def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
             time.sleep(0.05)
         pid = client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)
-        assert not runner.is_finished(study, key)  # killed mid-run
+        assert not lifecycle.is_finished(study, key)  # killed mid-run
         grid.join(timeout=240)
         assert not grid.is_alive() and outcome["study"] == study
     runs = pd.read_csv(study / "results" / "runs.csv")

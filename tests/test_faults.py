@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import files, pruning, results, runner
+from helpers import files, lifecycle, primary, pruning, results, runner
 from helpers.__main__ import main as cli_main
 from helpers.config import expand_grid, load_params
 from helpers.files import DamagedFileError, WriteFailedError
@@ -284,7 +284,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_restarts_from_epoch_0(tmp
     other = study / "runs" / ".work" / expand_grid(params)[1].run_id / "checkpoint.pt"
     other_bytes = other.read_bytes()
     with caplog.at_level(logging.WARNING, logger="helpers.runner"):
-        assert runner.run_one(expand_grid(params)[0], study) == "completed"
+        assert primary.run_one(expand_grid(params)[0], study) == "completed"
     warned = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
     assert len(warned) == 1 and str(checkpoint) in warned[0] and "epoch 0" in warned[0] and _one_line(warned[0])
     aside = list((study / "runs" / ".damaged").glob(f"{target}-*/checkpoint.pt"))
@@ -300,7 +300,7 @@ def test_a_damaged_trained_file_is_set_aside_and_training_restarts(tmp_path, cap
     (work / "trained.pt").write_bytes(b"\x00" * 10)
     (work / "model.pt").write_bytes(b"half a model")
     with caplog.at_level(logging.WARNING, logger="helpers.runner"):
-        assert runner.load_trained(tmp_path, "r1", work) is None
+        assert lifecycle.load_trained(tmp_path, "r1", work) is None
     assert not (work / "trained.pt").exists() and not (work / "model.pt").exists()
     aside = sorted(p.name for p in (tmp_path / "runs" / ".damaged").glob("r1-*/*"))
     assert aside == ["model.pt", "trained.pt"]
@@ -417,7 +417,7 @@ def test_companion_studies_get_the_same_protection(tmp_path, monkeypatch, caplog
         "epochs": 2, "batch_size": 16, "lr": 1e-3, "train_subset": 40, "val_subset": 20, "test_subset": 30,
         "threads": 1, "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]},
         "finetune": {"epochs": 1, "batch_size": 16}, "granularities": ["structured"], "budgets": [0.5],
-        "out": str(tmp_path),
+        "out": str(tmp_path), "executor": {"kind": "local", "process_per_run": False},  # patches live in this process
     })  # fmt: skip
     dense, pruned = (s.run_id for s in companion.plan(params))
     study = _interrupted_after_epoch_1(params, monkeypatch)  # the dense run stops after training
@@ -425,14 +425,14 @@ def test_companion_studies_get_the_same_protection(tmp_path, monkeypatch, caplog
     assert load_checkpoint(checkpoint)["epoch"] == 1
     checkpoint.write_bytes(np.random.default_rng(2).bytes(100))
     with caplog.at_level(logging.WARNING, logger="helpers.runner"):
-        companion.run_study(params, progress=False)
+        runner.run_study(params, progress=False)
     assert any(str(checkpoint) in r.getMessage() and "epoch 0" in r.getMessage() for r in caplog.records)
     assert len(list((study / "runs" / ".damaged").glob(f"{dense}-*/checkpoint.pt"))) == 1
     assert list(pd.read_csv(study / "runs" / dense / "epochs.csv").epoch) == [1, 1, 2, 2]
 
     (study / "runs" / dense / "result.json").write_text("{broken")
     pruned_stamp = (study / "runs" / pruned / "result.json").stat().st_mtime_ns
-    companion.run_study(params, progress=False)
+    runner.run_study(params, progress=False)
     runs = pd.read_csv(study / "results" / "runs.csv")
     assert sorted(runs.run_id) == sorted([dense, pruned]) and (runs.status == "completed").all()
     assert len(list((study / "runs" / ".damaged").glob(f"{dense}-*/result.json"))) == 1

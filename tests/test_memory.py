@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import executors
+from helpers import executors, primary
 from helpers.config import expand_grid, load_params
 from helpers.results import read_json
 
@@ -37,7 +37,7 @@ def _peaks(out, name: str, grids: list[dict], process_per_run: bool) -> list[tup
     specs = [spec for grid in grids for spec in expand_grid(load_params({**grid, "name": name, "out": str(out)}))]
     study = out / name
     (study / "runs").mkdir(parents=True)
-    statuses = executors.LocalExecutor(process_per_run=process_per_run).run(specs, study, progress=False)
+    statuses = executors.LocalExecutor(process_per_run=process_per_run).run(specs, study, task=primary.KIND, progress=False)
     assert set(statuses.values()) == {"completed"}
     rows = [read_json(study / "runs" / spec.run_id / "result.json") for spec in specs]
     return [(row["peak_memory_mb"], row["peak_memory_scope"]) for row in rows]

@@ -24,6 +24,7 @@ from helpers.pruning import (
     erk_allocation,
     find_structure,
     make_method,
+    method_class,
     parse_scenario,
     sparsity_report,
     summarize_sparsity,
@@ -224,11 +225,20 @@ def test_unknown_method_names_value_and_accepted() -> None:
     assert ", ".join(METHODS) in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs, bad", [({"swap_fraction": 1.5}, "1.5"), ({"regrow": "stale"}, "'stale'"), ({"finetune_epochs": -1}, "-1")])
+@pytest.mark.parametrize("kwargs, bad", [({"swap_fraction": 1.5}, "1.5"), ({"regrow": "stale"}, "'stale'")])
 def test_bad_method_options_are_rejected(kwargs, bad) -> None:
     with pytest.raises(ValueError) as info:
         make_method("in_training", "mixed", **kwargs)
     assert bad in str(info.value)
+
+
+def test_methods_declare_what_the_training_loop_asks() -> None:
+    # the training loop and the planner ask these properties instead of matching method names
+    assert [m for m in METHODS if method_class(m).evolves_mask] == ["in_training", "set"]
+    assert [m for m in METHODS if method_class(m).prunes_after_training] == ["post_training"]
+    assert [m for m in METHODS if not method_class(m).prunes] == ["dense"]
+    with pytest.raises(UnknownMethodError, match="'pre-training'"):
+        method_class("pre-training")
 
 
 def test_model_without_prunable_layer_is_rejected() -> None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import pruning, runner
+from helpers import primary, pruning, runner
 from helpers.config import ParamsError, expand_grid, load_params
 from helpers.measure import macro_auc
 from helpers.results import COLUMNS
@@ -193,7 +193,7 @@ def test_a_rerun_skips_finished_runs(tiny_study):
 def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     params = _tiny(tmp_path, methods=["pre_training", "in_training"], scenarios=["uniform"], epochs=1,
                    executor=IN_PROCESS)  # the patch lives in this process
-    real = runner.prepare_data
+    real = primary.prepare_data
 
     def poisoned(spec):
         data = real(spec)
@@ -203,7 +203,7 @@ def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
         bad[0] = float("nan")
         return type(data)(bad, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y, data.num_classes)
 
-    monkeypatch.setattr(runner, "prepare_data", poisoned)
+    monkeypatch.setattr(primary, "prepare_data", poisoned)
     study = runner.run_study(params, progress=False)
     runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
     assert runs.status.to_dict() == {"dense": "completed", "pre_training": "diverged", "in_training": "completed"}

@@ -21,7 +21,7 @@ from torch import nn
 
 import helpers.data as data
 from data_fixtures import build_coco, label_level, write_jpeg
-from helpers import runner
+from helpers import rundata, runner
 from helpers.config import load_params
 from helpers.data import DiskImages, load_splits
 from helpers.measure import EnergyMeter
@@ -266,19 +266,19 @@ def _spec(tmp_path, **options):
 
 def test_prepare_data_chooses_streaming_by_size_or_by_key(tmp_path, monkeypatch):
     build_blenderproc_coco(tmp_path / "d", n=60, classes=3)
-    runner._prepared.cache_clear()
-    runner._load_splits_cached.cache_clear()
-    small = runner.prepare_data(_spec(tmp_path))
+    rundata._prepared.cache_clear()
+    rundata.load_splits_cached.cache_clear()
+    small = rundata.prepare_data(_spec(tmp_path))
     assert isinstance(small.train_x, torch.Tensor)  # 60 images fit: today's fast path
-    forced = runner.prepare_data(_spec(tmp_path, stream=True))
+    forced = rundata.prepare_data(_spec(tmp_path, stream=True))
     assert isinstance(forced.train_x, StreamedImages) and isinstance(forced.train_x.images, DiskImages)
     torch.testing.assert_close(forced.test_x[:], small.test_x, rtol=0, atol=0)
     assert torch.equal(forced.train_y, small.train_y)
-    monkeypatch.setattr(runner, "_available_memory_bytes", lambda device: 1000.0)  # a machine too small
-    assert isinstance(runner.prepare_data(_spec(tmp_path)).train_x, StreamedImages)
-    assert isinstance(runner.prepare_data(_spec(tmp_path, stream=False)).train_x, torch.Tensor)
-    runner._prepared.cache_clear()
-    runner._load_splits_cached.cache_clear()
+    monkeypatch.setattr(rundata, "_available_memory_bytes", lambda device: 1000.0)  # a machine too small
+    assert isinstance(rundata.prepare_data(_spec(tmp_path)).train_x, StreamedImages)
+    assert isinstance(rundata.prepare_data(_spec(tmp_path, stream=False)).train_x, torch.Tensor)
+    rundata._prepared.cache_clear()
+    rundata.load_splits_cached.cache_clear()
 
 
 # ------------------------------------------------------------------------------------------ resident memory

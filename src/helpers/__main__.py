@@ -17,6 +17,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import helpers.study  # looked up at call time (helpers.study.run_notebooks), so tests can stand in for it
+from helpers.config import ParamsError, load_params
+from helpers.files import WriteFailedError
+from helpers.results import load_tables
+from helpers.runner import run_study
+
 __all__ = ["main", "build_parser"]
 
 
@@ -44,15 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from helpers.config import ParamsError, load_params
-    from helpers.files import WriteFailedError
-
     try:
         params = load_params(args.params, args.overrides)
         if args.out is not None:
             params = load_params({**params.to_dict(), "out": args.out})
-        from helpers.runner import run_study
-
         study_dir = run_study(params, progress=not args.quiet)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,19 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    from helpers.results import load_tables
-
     runs = load_tables(study_dir)["runs"]
     counts = runs["status"].value_counts().to_dict() if len(runs) else {}
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
     print(f"{len(runs)} runs ({summary}); tables in {study_dir / 'results'}")
     failed = int(counts.get("failed", 0))
     if args.command == "study":
-        from helpers import study  # imported only when needed (papermill, nbconvert)
-
         try:
-            report = study.run_notebooks(params.to_dict(), study_dir, progress=not args.quiet)
-        except getattr(study, "NotebookExecutionError", RuntimeError) as exc:
+            report = helpers.study.run_notebooks(params.to_dict(), study_dir, progress=not args.quiet)
+        except helpers.study.NotebookExecutionError as exc:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
         print(f"figures in {study_dir / 'figures'}")

@@ -1,11 +1,14 @@
-"""The companion studies: plan and run the pruning-criteria study (notebook 05) and the
-pruning-granularity study (notebook 06) on the primary study's data, models, tables and folders.
+"""The companion studies as two kinds of study: the pruning-criteria study (notebook 05,
+:data:`CRITERIA_KIND`) and the pruning-granularity study (notebook 06, :data:`GRANULARITY_KIND`), on the
+primary study's data, models, tables and folders.
 
-A study file with ``study_kind: criteria`` or ``study_kind: granularity`` (see :mod:`helpers.config`) is planned
-by :func:`plan` and run by :func:`run_study` instead of the primary grid. Each study has two kinds of
-run, both :class:`helpers.config.RunSpec` and both written like :func:`helpers.runner.run_one` writes
-a primary run (work folder ``<study>/runs/.work/<run_id>/``, renamed to ``<study>/runs/<run_id>/`` in
-one atomic step, ``result.json`` last), so :func:`helpers.results.collect` builds the same tidy tables:
+A study file with ``study_kind: criteria`` or ``study_kind: granularity`` is planned by :func:`plan` and
+run, one :func:`run_one` per run, by the executor the study file names (:mod:`helpers.runner`,
+:mod:`helpers.executors`: locally or on Dask), like the primary grid. Each kind validates its own keys
+(:func:`validate_criteria`, :func:`validate_granularity`). Each study has two kinds of run, both
+:class:`helpers.params.RunSpec`, in the run folders :mod:`helpers.lifecycle` manages for every study
+(work folder ``<study>/runs/.work/<run_id>/``, renamed to ``<study>/runs/<run_id>/`` in one atomic
+step, ``result.json`` last), so :func:`helpers.results.collect` builds the same tidy tables:
 
 - ``dense`` (scenario ``none``): the model to prune, trained inside the study with the primary
   protocol keys (``epochs``, ``optimizer``, ``lr``, ``batch_size``, ``augment``, ...), resumable from its
@@ -63,8 +66,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.config import RESULT_KEYS, ParamsError, RunSpec, StudyParams, load_params, study_dir
-from helpers.criteria import CRITERIA, default_finetune_epochs, finetune, run_criteria_experiment
+from helpers import pruning
+from helpers.criteria import CRITERIA, GREEDY_RESCORE, default_finetune_epochs, finetune, run_criteria_experiment
 from helpers.granularity import (
     GRANULARITIES,
     NoRemovableUnitError,
@@ -72,40 +75,41 @@ from helpers.granularity import (
     measure_granularity,
     prunable_layers,
 )
-from helpers.measure import EnergyMeter, count_params, macro_auc
-from helpers.results import collect, environment, read_json, summarize_rows, write_csv_atomic, write_json_atomic
-from helpers.runner import (
-    check_device_available,
-    clean_partial_files,
-    finish_run,
-    is_finished,
-    load_trained,
-    prepare_data,
-    record_failure,
-    retry_without_checkpoint,
-    run_dir,
-    work_dir,
+from helpers.lifecycle import begin_run, finish, is_finished, run_dir, trained_model
+from helpers.measure import EnergyMeter, count_params, macro_auc, sum_energy
+from helpers.models import build_model
+from helpers.params import (
+    RESULT_KEYS,
+    ParamsError,
+    RunSpec,
+    StudyKind,
+    StudyParams,
+    as_list,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_optional_int,
 )
-from helpers.train import (
-    Data,
-    FitResult,
-    evaluate,
-    fit,
-    make_optimizer,
-    save_checkpoint,
-    seed_everything,
-)
+from helpers.results import read_json, summarize_rows, write_csv_atomic
+from helpers.rundata import prepare_data
+from helpers.train import Data, FitResult, evaluate, fit, make_optimizer, seed_everything
+from helpers.transforms import augmenter
 
 __all__ = [
+    "CRITERIA_KIND",
+    "GRANULARITY_KIND",
     "STUDY_CRITERIA",
     "DENSE_LR_SCHEDULES",
     "GRANULARITIES",
     "MODELS_WITHOUT_BATCHNORM",
-    "SUBDIRS",
+    "CRITERIA_DEFAULTS",
+    "GRANULARITY_DEFAULTS",
+    "validate_criteria",
+    "validate_granularity",
     "plan",
-    "preflight",
     "run_one",
-    "run_study",
+    "failure_ids",
     "slimming_hooks",
     "slimming_penalty",
     "dense_lr",
@@ -118,12 +122,83 @@ log = logging.getLogger(__name__)
 STUDY_CRITERIA: tuple[str, ...] = CRITERIA + ("bn_slimming_l1",)
 #: Models of :data:`helpers.models.MODELS` without BatchNorm (no gamma for ``bn_slimming``).
 MODELS_WITHOUT_BATCHNORM: tuple[str, ...] = ("vgg16",)
-SUBDIRS: tuple[str, ...] = ("runs", "results", "figures", "notebooks")
 #: ``dense_lr_schedule`` values: ``lr`` throughout, or cosine-annealed to 0 over ``epochs`` (per epoch).
 DENSE_LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
+#: Keys both companion studies read: their SGD fine-tuning after one-shot pruning (Lajić et al. 2025;
+#: ``finetune.epochs`` null: 10 epochs for up to 10 classes, 20 above, helpers.criteria.default_finetune_epochs)
+#: and the dense training's learning-rate schedule (:data:`DENSE_LR_SCHEDULES`). The primary study's
+#: post_training uses ``finetune_epochs`` with its own optimizer instead.
+_SHARED_DEFAULTS: dict[str, Any] = {
+    "finetune": {"epochs": None, "lrs": [1e-3, 1e-4, 1e-5], "batch_size": 32, "momentum": 0.9, "hflip": True,
+                 "rotation_degrees": 15.0},
+    "dense_lr_schedule": "constant",
+}
+#: The criteria study's keys with their defaults (``greedy_rescore``: helpers.criteria.GREEDY_RESCORE).
+CRITERIA_DEFAULTS: dict[str, Any] = {
+    "criteria": ["greedy_output_norm", "l1", "bn_slimming", "random", "taylor"],
+    "filter_sparsity": 0.4,
+    "slimming_lambda": 1e-4,
+    "calibration_size": 64,
+    "greedy_rescore": "once",
+    **_SHARED_DEFAULTS,
+}
+#: The granularity study's keys with their defaults.
+GRANULARITY_DEFAULTS: dict[str, Any] = {
+    "granularities": ["weight", "unstructured", "neuron", "structured", "layer"],
+    "budgets": [0.5],
+    **_SHARED_DEFAULTS,
+}
+
 # Keys that name the grid rather than one run's protocol; not copied into a run's parameters.
 _GRID_KEYS = ("name", "datasets", "models", "methods", "scenarios", "seeds", "out", "criteria", "granularities", "budgets")
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def _validate_shared(out: dict[str, Any]) -> None:
+    ft = out["finetune"]
+    ft["epochs"] = check_optional_int("finetune.epochs", ft["epochs"], minimum=0)
+    lrs = as_list("finetune.lrs", ft["lrs"])
+    ft["lrs"] = [check_float("finetune.lrs", lr, minimum=0.0, strict=True) for lr in lrs]
+    ft["batch_size"] = check_int("finetune.batch_size", ft["batch_size"], minimum=2)
+    ft["momentum"] = check_float("finetune.momentum", ft["momentum"], minimum=0.0, maximum=0.999)
+    ft["hflip"] = check_bool("finetune.hflip", ft["hflip"])
+    ft["rotation_degrees"] = check_float("finetune.rotation_degrees", ft["rotation_degrees"], minimum=0.0, maximum=180.0)
+    out["dense_lr_schedule"] = check_choice("dense_lr_schedule", out["dense_lr_schedule"], DENSE_LR_SCHEDULES)
+
+
+def validate_criteria(out: dict[str, Any]) -> None:
+    """Check the criteria study's keys in the resolved parameters ``out`` (in place)."""
+    out["criteria"] = list(dict.fromkeys(
+        check_choice("criterion", c, STUDY_CRITERIA) for c in as_list("criteria", out["criteria"])
+    ))  # fmt: skip
+    out["filter_sparsity"] = check_float("filter_sparsity", out["filter_sparsity"], minimum=0.0, maximum=0.95, strict=True)
+    out["slimming_lambda"] = check_float("slimming_lambda", out["slimming_lambda"], minimum=0.0, strict=True)
+    out["calibration_size"] = check_int("calibration_size", out["calibration_size"], minimum=2)
+    _validate_shared(out)
+    out["greedy_rescore"] = check_choice("greedy_rescore", out["greedy_rescore"], GREEDY_RESCORE)
+    if out["study_kind"] == "criteria":
+        needs_bn = [c for c in out["criteria"] if c.startswith("bn_slimming")]
+        no_bn = [m for m in out["models"] if m in MODELS_WITHOUT_BATCHNORM]
+        if needs_bn and no_bn:
+            raise ParamsError(
+                f"criteria {', '.join(needs_bn)} rank filters by BatchNorm scales, but model {no_bn[0]} has no "
+                f"BatchNorm; use vgg16_bn instead of vgg16, or drop {', '.join(needs_bn)} from criteria"
+            )
+
+
+def validate_granularity(out: dict[str, Any]) -> None:
+    """Check the granularity study's keys in the resolved parameters ``out`` (in place)."""
+    out["granularities"] = list(dict.fromkeys(
+        check_choice("granularity", g, GRANULARITIES) for g in as_list("granularities", out["granularities"])
+    ))  # fmt: skip
+    budgets = [check_float("budgets", b, minimum=0.0, maximum=0.99, strict=True) for b in as_list("budgets", out["budgets"])]
+    if len(set(budgets)) != len(budgets):
+        raise ParamsError(f"budgets has repeated values {budgets}; list each once")
+    out["budgets"] = budgets
+    _validate_shared(out)
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -178,7 +253,7 @@ def plan(params: StudyParams) -> list[RunSpec]:
     then the runs that prune them (one per criterion, or per granularity x budget).
 
     Raises:
-        ValueError: ``params`` is a primary study (use :func:`helpers.config.expand_grid`).
+        ValueError: ``params`` is a primary study (use :func:`helpers.primary.expand_grid`).
     """
     kind = params["study_kind"]
     if kind not in ("criteria", "granularity"):
@@ -214,93 +289,14 @@ def plan(params: StudyParams) -> list[RunSpec]:
     return specs
 
 
-def preflight(params: StudyParams) -> None:
-    """Check, before anything is written, that the device exists and every dataset loads.
-
-    Raises:
-        ParamsError: naming the device or dataset and the fix.
-    """
-    check_device_available(params["device"])
-    seen = set()
-    for spec in plan(params):
-        if (spec.dataset, spec.model) in seen:
-            continue
-        seen.add((spec.dataset, spec.model))
-        try:
-            prepare_data(spec)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ParamsError(f"dataset {spec.dataset!r} cannot be loaded: {' '.join(str(exc).split())}") from None
-
-
-# ---------------------------------------------------------------------------------------------- study
-
-
-def run_study(
-    params: StudyParams | Mapping[str, Any] | str | os.PathLike,
-    *,
-    out: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Path:
-    """Run every unfinished run of a companion study and rebuild its tables (idempotent).
-
-    Finished runs are skipped, an interrupted dense run resumes from its last epoch, failed runs are
-    recorded (``error.json``, status ``failed``) and retried by the next call.
-
-    Args:
-        params: validated parameters, or a mapping / YAML path for :func:`helpers.config.load_params`,
-            with ``study_kind: criteria`` or ``study_kind: granularity``.
-        out: output root overriding ``params["out"]``.
-        progress: show progress bars (only on a terminal).
-
-    Returns:
-        The study folder ``<out>/<name>``.
-
-    Raises:
-        ParamsError: invalid parameters, an unavailable device or a dataset that cannot be loaded.
-    """
-    from tqdm.auto import tqdm
-
-    if not isinstance(params, StudyParams):
-        params = load_params(params)
-    if params["study_kind"] == "primary":
-        raise ParamsError(
-            "study_kind is 'primary'; run it with helpers.runner.run_study, or set study_kind: criteria or granularity"
-        )
-    study = study_dir(params, out)
-    preflight(params)
-    for sub in SUBDIRS:
-        (study / sub).mkdir(parents=True, exist_ok=True)
-    resolved = params.to_dict()
-    if out is not None:
-        resolved["out"] = str(out)
-    write_json_atomic(study / "params.json", resolved)
-    specs = plan(params)
-    bar = tqdm(specs, desc=f"{params['study_kind']} study {params['name']}", unit="run", disable=None if progress else True)
-    for spec in bar:
-        bar.set_postfix_str(spec.run_id, refresh=False)
-        if is_finished(study, spec.run_id):
-            continue
-        try:
-            run_one(spec, study, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
-            log.error("run %s failed: %s", spec.run_id, exc)
-            _record_failure(spec, study, exc)
-    bar.close()
-    collect(study, run_ids=[s.run_id for s in specs])
-    return study
-
-
-def _ids(spec: RunSpec) -> dict[str, Any]:
+def failure_ids(spec: RunSpec) -> dict[str, Any]:
+    """A failed companion run's identifying columns in ``runs.csv``."""
     p = spec.params
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.model, "method": spec.method,
         "scenario": spec.scenario, "seed": spec.seed, "study_kind": p["study_kind"], "criterion": p["criterion"],
         "granularity": p["granularity"],
     }  # fmt: skip
-
-
-def _record_failure(spec: RunSpec, study: Path, exc: BaseException) -> None:
-    record_failure(spec, study, exc, ids=_ids(spec))
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -321,12 +317,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     if is_finished(study, spec.run_id):
         return "skipped"
     p = spec.params
-    work = work_dir(study, spec.run_id)
-    work.mkdir(parents=True, exist_ok=True)
-    clean_partial_files(work)
-    torch.set_num_threads(p["threads"])
-    write_json_atomic(work / "params.json", spec.to_dict())
-    write_json_atomic(work / "environment.json", environment(p["threads"], inference_threads=p["inference"]["threads"]))
+    work = begin_run(spec, study)
     cpu_data = prepare_data(spec)
     device = torch.device(p["device"])
     data = cpu_data.to(device) if device.type != "cpu" else cpu_data
@@ -340,8 +331,6 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
                 f"dense run {spec.dense_run_id} has not completed (see {dense_dir}); {spec.run_id} needs its trained "
                 "model: run the same command again, which runs the dense run first"
             )
-        from helpers import pruning
-
         model = pruning.load_model(dense_dir / "model.pt").to(device)
         dense_row = read_json(dense_dir / "result.json")
         run = _run_criterion if spec.method == "criteria" else _run_granularity
@@ -349,9 +338,7 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     if inference:
         write_csv_atomic(work / "inference.csv", summarize_rows(inference, "inference"))
     torch.set_num_threads(p["threads"])
-    write_json_atomic(work / "result.json", row)
-    finish_run(work, run_dir(study, spec.run_id))
-    return row["status"]
+    return finish(study, spec, work, row)
 
 
 def slimming_hooks(model: torch.nn.Module, slimming_lambda: float) -> list[Any]:
@@ -451,25 +438,6 @@ def slimming_penalty(
     return _DecoupledSlimming(method, gammas, slimming_lambda), []
 
 
-def _augmenter(options: Mapping[str, Any]) -> Any:
-    if not options["hflip"] and options["rotation_degrees"] == 0:
-        return None
-    from helpers.transforms import augment_batch
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return augment_batch(x, generator=generator, hflip=options["hflip"], rotation_degrees=options["rotation_degrees"])
-
-    return augment
-
-
-def _sum_energy(rows: list[Mapping[str, Any]]) -> tuple[float, str]:
-    sources = {r["energy_source"] for r in rows}
-    values = [float(r["energy_j"]) for r in rows]
-    if not rows or len(sources) != 1 or "unavailable" in sources or not all(math.isfinite(v) for v in values):
-        return math.nan, "unavailable"
-    return float(sum(values)), sources.pop()
-
-
 def _test_row(model: torch.nn.Module, data: Data, batch_size: int) -> dict[str, Any]:
     metrics, probs = evaluate(model, data.test_x, data.test_y, batch_size=batch_size, num_classes=data.num_classes)
     labels = data.test_y.cpu().numpy()
@@ -501,9 +469,6 @@ def _measure(spec: RunSpec, model: torch.nn.Module, data: Data, kind: str, varia
 
 def _train_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple[torch.nn.Module, FitResult]:
     """Build and train the dense model (with network slimming's penalty where asked); resumes from the checkpoint."""
-    from helpers import pruning
-    from helpers.models import build_model
-
     p = spec.params
     device = data.train_x.device
     seed_everything(spec.seed)
@@ -520,7 +485,7 @@ def _train_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple
             model, optimizer, method, data, epochs=p["epochs"], batch_size=p["batch_size"],
             eval_batch_size=p["eval_batch_size"], seed=spec.seed,
             meter=EnergyMeter(device, estimate=p["energy"]["estimate"]), checkpoint_path=work / "checkpoint.pt",
-            checkpoint_last=False, augment=_augmenter(p["augment"]), progress=progress, description=spec.run_id,
+            checkpoint_last=False, augment=augmenter(p["augment"]), progress=progress, description=spec.run_id,
         )  # fmt: skip
     finally:
         for handle in handles:
@@ -530,31 +495,16 @@ def _train_dense(spec: RunSpec, work: Path, data: Data, progress: bool) -> tuple
 
 def _run_dense(spec: RunSpec, study: Path, work: Path, data: Data,
                progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
-    from helpers import pruning
-
     p = spec.params
-    device = data.train_x.device
-    model_path, trained_path = work / "model.pt", work / "trained.pt"
-    trained = load_trained(study, spec.run_id, work)  # trained before an interruption: pick up its result
-    if trained is not None:
-        result = trained
-        model = None if result.diverged else pruning.load_model(model_path).to(device)
-    else:
-        model, result = retry_without_checkpoint(
-            study, spec.run_id, work, lambda: _train_dense(spec, work, data, progress)
-        )
-        if not result.diverged:
-            pruning.save_model(model, model_path, meta={"run_id": spec.run_id, "model": spec.model,
-                                                        "dataset": spec.dataset, "method": "dense", "seed": spec.seed})  # fmt: skip
-        save_checkpoint(trained_path, {"history": result.history, "diverged": result.diverged,
-                                       "epochs_completed": result.epochs_completed})  # fmt: skip
-        (work / "checkpoint.pt").unlink(missing_ok=True)
+    meta = {"run_id": spec.run_id, "model": spec.model, "dataset": spec.dataset, "method": "dense", "seed": spec.seed}
+    model, result = trained_model(study, spec, work, lambda: _train_dense(spec, work, data, progress),
+                                  data.train_x.device, meta)  # fmt: skip
     write_csv_atomic(work / "epochs.csv", summarize_rows([{"run_id": spec.run_id, **r} for r in result.history], "epochs"))
     train_rows = [r for r in result.history if r["phase"] == "train"]
-    energy, source = _sum_energy(train_rows)
+    energy, source = sum_energy(train_rows)
     peaks = [r["peak_memory_mb"] for r in train_rows if math.isfinite(r["peak_memory_mb"])]
     row = {
-        **_ids(spec), "status": "diverged" if result.diverged else "completed",
+        **failure_ids(spec), "status": "diverged" if result.diverged else "completed",
         "epochs_completed": result.epochs_completed, "conv_sparsity_target": 0.0, "linear_sparsity_target": 0.0,
         "train_time_s": float(sum(r["time_s"] for r in train_rows)), "train_energy_j": energy,
         "train_energy_source": source, "peak_memory_mb": max(peaks) if peaks else math.nan,
@@ -566,7 +516,6 @@ def _run_dense(spec: RunSpec, study: Path, work: Path, data: Data,
         row.update(pruning.summarize_sparsity(model))
         row["accuracy_before"] = row["test_accuracy"]
         inference.append(_measure(spec, model, data, "dense", "dense"))
-    trained_path.unlink(missing_ok=True)
     return row, inference
 
 
@@ -597,7 +546,7 @@ def _run_criterion(spec: RunSpec, work: Path, model: torch.nn.Module, data: Data
     write_csv_atomic(work / "epochs.csv", summarize_rows(_finetune_rows(spec, result["history"]), "epochs"))
     total, nonzero = count_params(pruned)
     row = {
-        **_ids(spec), "status": "completed", "epochs_completed": result["finetune_epochs"],
+        **failure_ids(spec), "status": "completed", "epochs_completed": result["finetune_epochs"],
         "conv_sparsity_target": p["filter_sparsity"], "linear_sparsity_target": 0.0,
         "conv_filter_sparsity": result["filters_removed"] / result["filters_total"],
         "params_total": total, "params_nonzero": nonzero,
@@ -621,7 +570,7 @@ def _run_granularity(spec: RunSpec, work: Path, model: torch.nn.Module, data: Da
     p, ft = spec.params, spec.params["finetune"]
     granularity = p["granularity"]
     base = {
-        **_ids(spec), "conv_sparsity_target": math.nan, "linear_sparsity_target": math.nan, "budget": p["budget"],
+        **failure_ids(spec), "conv_sparsity_target": math.nan, "linear_sparsity_target": math.nan, "budget": p["budget"],
         "reused_run_id": spec.dense_run_id, "device": p["device"], "accuracy_before": dense_row["test_accuracy"],
         "train_energy_j": math.nan, "train_energy_source": "unavailable",
     }  # fmt: skip
@@ -668,3 +617,15 @@ def _run_granularity(spec: RunSpec, work: Path, model: torch.nn.Module, data: Da
     }  # fmt: skip
     variant = "compacted" if info["format"] == "compacted" else "masked"
     return row, [_measure(spec, pruned, data, granularity, variant)]
+
+
+#: The criteria study as a kind of study (:mod:`helpers.studies`): notebook 05.
+CRITERIA_KIND = StudyKind(
+    name="criteria", defaults=CRITERIA_DEFAULTS, validate=validate_criteria, plan=plan, run_one=run_one,
+    failure_ids=failure_ids, notebooks=("05_criteria.ipynb",),
+)
+#: The granularity study as a kind of study (:mod:`helpers.studies`): notebook 06.
+GRANULARITY_KIND = StudyKind(
+    name="granularity", defaults=GRANULARITY_DEFAULTS, validate=validate_granularity, plan=plan, run_one=run_one,
+    failure_ids=failure_ids, notebooks=("06_granularity.ipynb",),
+)

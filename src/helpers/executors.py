@@ -19,8 +19,12 @@ OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
   each one Dask worker, started and stopped as needed (adaptive scaling up to ``max_jobs``); the
   ``jobqueue`` settings go through to the dask-jobqueue cluster class (``SLURMCluster``, ...).
 
+Every executor is handed the task: the study's kind (:class:`helpers.params.StudyKind`, from the registry
+:mod:`helpers.studies`), whose ``run_one`` executes one run and whose ``failure_ids`` name a run that
+failed; the executors import no study, so every kind of study runs on every executor.
+
 One Dask task per run (a Dask worker runs its runs in turn in one process, so their CPU peak memory is
-recorded as ``shared-process``): the task calls :func:`helpers.runner.run_one`, which works in the run's own
+recorded as ``shared-process``): the task calls the kind's ``run_one``, which works in the run's own
 ``runs/.work/<run_id>/`` folder and renames it into ``runs/<run_id>/`` atomically when finished. A
 worker that dies loses at most the run it was working on; Dask reschedules that task (up to
 ``retries`` times, for a raised error and for a lost worker alike) and the new attempt resumes from
@@ -41,24 +45,38 @@ faults and ``munmap``, and a training step took about 2 x as long in a worker as
 (:func:`dask_setup`), which drops that one variable, so workers allocate as a plain process does.
 
 Executor settings change where and how fast runs happen, never their results: they are excluded
-from the run ids (:data:`helpers.config.RESULT_KEYS`).
+from the run ids (:data:`helpers.params.RESULT_KEYS`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import difflib
 import inspect
 import logging
 import os
+import pickle
+import signal
+import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from helpers.config import ParamsError, RunSpec, _check_key
+import torch
+import yaml
+
+with warnings.catch_warnings():  # tqdm.auto warns in a Jupyter kernel without ipywidgets; bars are off there anyway
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
+
+from helpers import measure
+from helpers.lifecycle import record_failure
+from helpers.params import ParamsError, RunSpec, check_key
 
 __all__ = [
     "EXECUTOR_KINDS",
@@ -67,6 +85,7 @@ __all__ = [
     "JOBQUEUE_SYSTEMS",
     "validate_executor",
     "make_executor",
+    "Task",
     "LocalExecutor",
     "DaskExecutor",
     "run_task",
@@ -77,6 +96,21 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Task(Protocol):
+    """What an executor is handed: a kind of study (:class:`helpers.params.StudyKind` satisfies it).
+    It must pickle (module-level functions do): it travels to a run's own process or a Dask worker."""
+
+    def run_one(self, spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str: ...
+
+    def failure_ids(self, spec: RunSpec) -> dict[str, Any]: ...
+
+
+def _record(task: Task, spec: RunSpec, study: Path, exc: BaseException) -> None:
+    log.error("run %s failed: %s", spec.run_id, exc)
+    record_failure(spec, Path(study), exc, task.failure_ids(spec))
+
 
 EXECUTOR_KINDS: tuple[str, ...] = ("local", "dask")
 
@@ -145,7 +179,7 @@ def _int(key: str, value: Any, minimum: int) -> int:
 
 def _jobqueue_keys(system: str) -> tuple[str, ...]:
     """Keyword arguments the system's dask-jobqueue cluster accepts (cluster, job class and its bases)."""
-    import dask_jobqueue
+    import dask_jobqueue  # optional and slow to import: only for jobqueue settings
 
     cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[system])
     keys: list[str] = []
@@ -175,7 +209,7 @@ def _jobqueue(value: Any) -> dict[str, Any]:
         )
     accepted = _jobqueue_keys(system)
     for key in settings:
-        _check_key(key, ("system", *accepted), f"key in executor.jobqueue ({JOBQUEUE_SYSTEMS[system]})")
+        check_key(key, ("system", *accepted), f"key in executor.jobqueue ({JOBQUEUE_SYSTEMS[system]})")
     for key in ("cores", "memory"):
         if settings.get(key) is None:
             raise ParamsError(
@@ -224,7 +258,7 @@ def validate_executor(value: Any) -> str | dict[str, Any]:
             "{kind: dask, jobqueue: {system: slurm, ...}}"
         )
     for key in value:
-        _check_key(key, tuple(LOCAL_DEFAULTS) if kind == "local" else tuple(DASK_DEFAULTS), "key in executor")
+        check_key(key, tuple(LOCAL_DEFAULTS) if kind == "local" else tuple(DASK_DEFAULTS), "key in executor")
     if kind == "local":
         cfg = {**LOCAL_DEFAULTS, **value}
         if not isinstance(cfg["process_per_run"], bool):
@@ -288,9 +322,6 @@ def make_executor(cfg: str | Mapping[str, Any]) -> LocalExecutor | DaskExecutor:
 def _die_with_parent(parent: int) -> None:
     """Have the kernel kill this process when its parent dies (Linux), so a killed grid leaves no run behind."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
@@ -300,20 +331,16 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _own_process_main(status_fd: int) -> None:
-    """Entry point of a run's own process: read the run from stdin, claim the process, run, report the status."""
-    import pickle
-
-    spec, study, progress, parent = pickle.load(sys.stdin.buffer)
+    """Entry point of a run's own process: read the task and the run from stdin, claim the process, run,
+    report the status."""
+    task, spec, study, progress, parent = pickle.load(sys.stdin.buffer)
     _die_with_parent(parent)
     logging.basicConfig(level=logging.WARNING)
-    from helpers import measure, runner
-
     measure.claim_process(spec.run_id)
     try:
-        status = runner.run_one(spec, study, progress=progress)
+        status = task.run_one(spec, study, progress=progress)
     except Exception as exc:  # noqa: BLE001 - recorded here, where the traceback is
-        log.error("run %s failed: %s", spec.run_id, exc)
-        runner.record_failure(spec, study, exc)
+        _record(task, spec, study, exc)
         status = "failed"
     with os.fdopen(status_fd, "w") as out:
         out.write(status)
@@ -332,14 +359,9 @@ class LocalExecutor:
     def __init__(self, process_per_run: bool = True) -> None:
         self.process_per_run = process_per_run
 
-    def _run_in_process(self, spec: RunSpec, study: Path, progress: bool) -> str:
+    def _run_in_process(self, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
         """Run ``spec`` in a fresh interpreter (``python -c``; unlike ``multiprocessing``'s spawn it never
         re-imports the caller's script, so a script without a ``__main__`` guard works)."""
-        import pickle
-        import subprocess
-
-        from helpers import runner
-
         env = dict(os.environ)
         # the child imports helpers from where this process does, whatever put it on sys.path
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p and os.path.isdir(p)])
@@ -353,7 +375,7 @@ class LocalExecutor:
         try:
             with os.fdopen(read_fd) as report:
                 try:
-                    proc.stdin.write(pickle.dumps((spec, str(study), progress, os.getpid())))
+                    proc.stdin.write(pickle.dumps((task, spec, str(study), progress, os.getpid())))
                     proc.stdin.close()
                 except BrokenPipeError:  # the child died at start; its exit code says more
                     pass
@@ -367,33 +389,29 @@ class LocalExecutor:
             try:
                 raise RuntimeError(f"the run's process ended with exit code {proc.returncode} before finishing")
             except RuntimeError as exc:
-                log.error("run %s failed: %s", spec.run_id, exc)
-                runner.record_failure(spec, study, exc)
+                _record(task, spec, study, exc)
             status = "failed"
         return status
 
-    def run(self, specs: Sequence[RunSpec], study: Path, *, progress: bool = True, desc: str = "study") -> dict[str, str]:
-        """Execute ``specs``; a run that raises is recorded as failed (``error.json``) and the grid goes on.
+    def run(self, specs: Sequence[RunSpec], study: Path, *, task: Task, progress: bool = True,
+            desc: str = "study") -> dict[str, str]:  # fmt: skip
+        """Execute ``specs`` with ``task.run_one``; a run that raises is recorded as failed (``error.json``)
+        and the grid goes on.
 
         Returns:
             ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
         """
-        from tqdm.auto import tqdm
-
-        from helpers import runner
-
         statuses: dict[str, str] = {}
         bar = tqdm(specs, desc=desc, unit="run", disable=None if progress else True)
         for spec in bar:
             bar.set_postfix_str(spec.run_id, refresh=False)
             if self.process_per_run:
-                statuses[spec.run_id] = self._run_in_process(spec, study, progress)
+                statuses[spec.run_id] = self._run_in_process(task, spec, study, progress)
                 continue
             try:
-                statuses[spec.run_id] = runner.run_one(spec, study, progress=progress)
+                statuses[spec.run_id] = task.run_one(spec, study, progress=progress)
             except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
-                log.error("run %s failed: %s", spec.run_id, exc)
-                runner.record_failure(spec, study, exc)
+                _record(task, spec, study, exc)
                 statuses[spec.run_id] = "failed"
         bar.close()
         return statuses
@@ -419,28 +437,25 @@ def _gpu_slot(count: int) -> Iterator[int]:
             _GPU_BUSY.discard(index)
 
 
-def run_task(spec: RunSpec, study: str, threads: int, gpus: int, *dependencies: Any) -> str:
-    """The Dask task of one run: :func:`helpers.runner.run_one` with ``threads`` torch threads.
+def run_task(task: Task, spec: RunSpec, study: str, threads: int, gpus: int, *dependencies: Any) -> str:
+    """The Dask task of one run: ``task.run_one`` with ``threads`` torch threads.
 
     Args:
+        task: the study's kind (its ``run_one``).
         spec: the run.
         study: the study folder (on a file system the workers share).
         threads: torch intra-op threads of the run (not part of the run id).
         gpus: the worker's GPUs; > 0 runs on a free one of them when ``device`` is ``cuda``.
-        dependencies: results of the tasks this run waits for (the dense run of ``post_training``).
+        dependencies: results of the tasks this run waits for (the dense run it reuses).
 
     Returns:
         The run's status.
     """
-    from helpers import runner
-
     spec = dataclasses.replace(spec, params={**spec.params, "threads": threads})
     if gpus and spec.params["device"] == "cuda":
-        import torch
-
         with _gpu_slot(gpus) as index, torch.cuda.device(index):
-            return runner.run_one(spec, study)
-    return runner.run_one(spec, study)
+            return task.run_one(spec, study)
+    return task.run_one(spec, study)
 
 
 class DaskExecutor:
@@ -467,7 +482,7 @@ class DaskExecutor:
     @contextlib.contextmanager
     def client(self, pending: int) -> Iterator[Any]:
         """A connected ``distributed.Client`` (and its cluster, closed on exit)."""
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster  # optional and slow to import: only for Dask studies
 
         cfg = self.cfg
         if cfg["scheduler"] is not None:
@@ -497,16 +512,15 @@ class DaskExecutor:
         ) as cluster, Client(cluster) as client:  # fmt: skip
             yield client
 
-    def run(self, specs: Sequence[RunSpec], study: Path, *, progress: bool = True, desc: str = "study") -> dict[str, str]:
-        """Submit one task per run, wait for all, record the runs that failed after their retries.
+    def run(self, specs: Sequence[RunSpec], study: Path, *, task: Task, progress: bool = True,
+            desc: str = "study") -> dict[str, str]:  # fmt: skip
+        """Submit one Dask task per run (``task.run_one``), wait for all, record the runs that failed after
+        their retries.
 
         Returns:
             ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
         """
-        from distributed import as_completed
-        from tqdm.auto import tqdm
-
-        from helpers import runner
+        from distributed import as_completed  # optional and slow to import: only for Dask studies
 
         statuses: dict[str, str] = {}
         if not specs:
@@ -523,7 +537,7 @@ class DaskExecutor:
             for spec in specs:  # dense runs first: Dask starts tasks in submission order
                 deps = [futures[spec.dense_run_id]] if spec.dense_run_id in futures else []
                 futures[spec.run_id] = client.submit(
-                    run_task, spec, str(study), threads, gpus, *deps, key=spec.run_id, pure=False,
+                    run_task, task, spec, str(study), threads, gpus, *deps, key=spec.run_id, pure=False,
                     retries=self.cfg["retries"], resources=self._task_resources(),
                 )  # fmt: skip
                 by_key[futures[spec.run_id].key] = spec
@@ -537,10 +551,9 @@ class DaskExecutor:
                     except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
                         if spec.dense_run_id in futures and futures[spec.dense_run_id].status == "error":
                             exc = RuntimeError(
-                                f"dense run {spec.dense_run_id} failed; post_training needs a trained dense model"
+                                f"dense run {spec.dense_run_id} failed; {spec.run_id} needs a trained dense model"
                             )
-                        log.error("run %s failed: %s", spec.run_id, exc)
-                        runner.record_failure(spec, study, exc)
+                        _record(task, spec, study, exc)
                         statuses[spec.run_id] = "failed"
                     bar.update()
             finally:
@@ -566,7 +579,7 @@ def jobqueue_cluster(cfg: Mapping[str, Any], *, loopback: bool = False) -> Itera
         loopback: bind the scheduler to 127.0.0.1 without a dashboard (to render job scripts
             without listening on the network; jobs could not reach it).
     """
-    import dask_jobqueue
+    import dask_jobqueue  # optional and slow to import: only for jobqueue settings
 
     settings = dict(validate_executor(cfg)["jobqueue"])
     cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[settings.pop("system")])
@@ -594,15 +607,22 @@ def job_script(cfg: Mapping[str, Any] | str) -> str:
     """The batch script one job of a ``jobqueue`` executor would submit (dask-jobqueue's ``job_script()``).
 
     Args:
-        cfg: the ``executor`` mapping, or a study's parameters (file path or mapping) holding it.
+        cfg: the ``executor`` mapping, or a study's parameters (YAML file path or mapping) holding it;
+            only the ``executor`` key is read and validated.
 
     Raises:
-        ParamsError: the executor is not a ``dask`` one with ``jobqueue`` settings.
+        ParamsError: the executor is not a ``dask`` one with ``jobqueue`` settings, or the file cannot be read.
     """
-    if isinstance(cfg, (str, os.PathLike)) or (isinstance(cfg, Mapping) and "name" in cfg):
-        from helpers.config import load_params
-
-        cfg = load_params(cfg)["executor"]
+    if isinstance(cfg, (str, os.PathLike)):
+        path = Path(cfg)
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ParamsError(f"{path} cannot be read as a study file: {' '.join(str(exc).split())}") from None
+        if not isinstance(cfg, Mapping):
+            raise ParamsError(f"{path} must hold a mapping of keys (name, datasets, models, executor, ...)")
+    if isinstance(cfg, Mapping) and "name" in cfg:
+        cfg = cfg.get("executor", "local")
     cfg = validate_executor(cfg)
     if cfg == "local" or cfg["jobqueue"] is None:
         raise ParamsError("job_script needs executor {kind: dask, jobqueue: {system: slurm, ...}}")

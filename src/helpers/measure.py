@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "sum_energy",
     "EnergyReading",
     "EnergyMeter",
     "PeakMemory",
@@ -569,3 +570,18 @@ def benchmark_inference(
 def file_size_mb(path: str | os.PathLike) -> float:
     """Size of a file on disk in MiB."""
     return Path(path).stat().st_size / _MIB
+
+
+def sum_energy(rows: Sequence[Mapping[str, Any]]) -> tuple[float, str]:
+    """The energy of several measured windows (rows with ``energy_j`` and ``energy_source``) and its source.
+
+    A sum is only a measurement if every window was measured, by the same meter: otherwise (no rows, a
+    window unavailable or not finite, two meters) it is ``(nan, "unavailable")``.
+    """
+    if not rows:
+        return math.nan, "unavailable"
+    sources = {r["energy_source"] for r in rows}
+    values = [float(r["energy_j"]) for r in rows]
+    if len(sources) != 1 or "unavailable" in sources or not all(math.isfinite(v) for v in values):
+        return math.nan, "unavailable"
+    return float(sum(values)), sources.pop()

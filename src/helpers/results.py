@@ -1,6 +1,6 @@
 """The study's results: tidy tables rebuilt from the run folders, and the one place their columns are documented.
 
-Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.runner`):
+Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.lifecycle`):
 
 - ``params.json``: the run's resolved parameters (:meth:`helpers.config.RunSpec.to_dict`).
 - ``environment.json``: package versions, CPU, threads, GPU, git commit (:func:`environment`).
@@ -364,18 +364,17 @@ COLUMNS: dict[str, dict[str, str]] = {
 
 #: Mode of files written through a temporary file (see :data:`helpers.files.FILE_MODE`).
 FILE_MODE = files.FILE_MODE
-_atomic_write = files.atomic_write  # the one atomic writer (helpers.files); this name is kept for importers
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file and :func:`os.replace` (never half-written)."""
+    """Write ``data`` as JSON with :func:`helpers.files.atomic_write` (never half-written)."""
     text = json.dumps(data, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
-    _atomic_write(Path(path), lambda fh: fh.write(text + "\n"))
+    files.atomic_write(Path(path), lambda fh: fh.write(text + "\n"))
 
 
 def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    """Write ``frame`` as CSV (no index) through a temporary file and :func:`os.replace`."""
-    _atomic_write(Path(path), lambda fh: frame.to_csv(fh, index=False))
+    """Write ``frame`` as CSV (no index) with :func:`helpers.files.atomic_write`."""
+    files.atomic_write(Path(path), lambda fh: frame.to_csv(fh, index=False))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -561,7 +560,7 @@ def read_run_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], list[pd.
 
     Raises:
         helpers.files.DamagedFileError: a file cannot be read or is not what it should be
-            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.runner.is_finished`
+            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.lifecycle.is_finished`
             moves the folder to ``runs/.damaged/`` and the same command runs it again.
     """
     folder = Path(folder)

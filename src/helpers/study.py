@@ -1,8 +1,8 @@
 """Run the study's notebooks with Papermill and gather them into one HTML report.
 
-``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the study's notebooks in
-``notebooks/`` (the four paper notebooks 01-04 for the primary study; 05 for a ``study_kind: criteria`` file,
-06 for ``study_kind: granularity``, see :data:`STUDY_NOTEBOOKS`) are executed in order with the study file's parameters injected (Papermill's
+``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the notebooks of the study's
+kind in ``notebooks/`` (01-04 and 07 for the primary study; 05 for a ``study_kind: criteria`` file, 06 for
+``study_kind: granularity``; each kind names its own, :mod:`helpers.studies`) are executed in order with the study file's parameters injected (Papermill's
 ``parameters`` cell convention), the executed copies are saved under ``<study>/notebooks/``, and
 ``<study>/report.html`` gathers them in one page with a table of contents (nbconvert's HTML exporter).
 A notebook that fails stops the study with :class:`NotebookExecutionError`, which names the notebook,
@@ -11,8 +11,8 @@ the cell and the error; the executed notebook keeps the traceback, and every fin
 
 The notebooks themselves call :func:`notebook_params` and :func:`ensure_results`: the first gathers the
 parameters cell's variables (plus any Papermill injected), the second validates them, produces missing
-runs through :func:`helpers.runner.run_study` (companion studies: :func:`helpers.companion.run_study`;
-finished runs are skipped) and loads the results tables.
+runs through :func:`helpers.runner.run_study` (every kind of study; finished runs are skipped) and loads
+the results tables.
 Notebooks run with the ``notebooks/`` folder as working directory, so a relative ``out`` is read against
 the repository root (:func:`repo_root`), the same folder the command line uses.
 """
@@ -30,6 +30,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers import config, results, runner, studies
+from helpers.files import atomic_write
+
+with warnings.catch_warnings():  # tqdm.auto warns in a Jupyter kernel without ipywidgets; bars are off there anyway
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
+
 __all__ = [
     "NOTEBOOKS",
     "STUDY_NOTEBOOKS",
@@ -43,22 +50,10 @@ __all__ = [
     "build_report",
 ]
 
+#: The notebooks of each kind of study (the study file's ``study_kind`` key), as the kinds name them.
+STUDY_NOTEBOOKS: dict[str, tuple[str, ...]] = {name: k.notebooks for name, k in studies.KINDS.items()}
 #: The paper notebooks, in the order the study runs them.
-NOTEBOOKS: tuple[str, ...] = (
-    "01_training.ipynb",
-    "02_test_accuracy.ipynb",
-    "03_inference.ipynb",
-    "04_energy.ipynb",
-    "07_claims.ipynb",
-)
-
-#: The notebooks of each kind of study (the study file's ``study_kind`` key): the primary study runs
-#: :data:`NOTEBOOKS`, each companion study its own notebook (``helpers.companion``).
-STUDY_NOTEBOOKS: dict[str, tuple[str, ...]] = {
-    "primary": NOTEBOOKS,
-    "criteria": ("05_criteria.ipynb",),
-    "granularity": ("06_granularity.ipynb",),
-}
+NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[studies.DEFAULT_KIND]
 
 _KERNEL = "python3"
 
@@ -103,8 +98,6 @@ def notebooks_dir() -> Path:
 
 
 def _param_keys() -> tuple[str, ...]:
-    from helpers import config
-
     return tuple(config.KEYS)
 
 
@@ -163,19 +156,8 @@ def ensure_results(params: Mapping[str, Any], *, progress: bool = False) -> tupl
     Raises:
         helpers.config.ParamsError: parameters that cannot be run (the message names the key and the fix).
     """
-    # The runner's tqdm.auto warns inside a kernel without ipywidgets; its bar is off there anyway.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import tqdm.auto  # noqa: F401
-    from helpers import config, results, runner
-
     validated = config.load_params(resolve_out(params))
-    if validated["study_kind"] == "primary":
-        study_dir = Path(runner.run_study(validated, progress=progress))
-    else:
-        from helpers import companion
-
-        study_dir = Path(companion.run_study(validated, progress=progress))
+    study_dir = Path(runner.run_study(validated, progress=progress))
     return study_dir, results.load_tables(study_dir)
 
 
@@ -234,18 +216,17 @@ def run_notebooks(
             notebook keeps the error, and no finished run is lost); rerun the command to resume.
         FileNotFoundError: a notebook that does not exist.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-    from tqdm.auto import tqdm
+    import papermill  # heavy (nbclient, jupyter): only when notebooks run
+    from papermill.exceptions import PapermillExecutionError  # with papermill, for the same reason
 
     study_dir = Path(study_dir).resolve()
     values = _plain(params)
     if values.get("name") == study_dir.name:
         values["out"] = str(study_dir.parent)
     if notebooks is None:
-        kind = values.get("study_kind") or "primary"
+        kind = values.get("study_kind") or studies.DEFAULT_KIND
         if kind not in STUDY_NOTEBOOKS:
-            raise ValueError(f"unknown study {kind!r}; expected one of {', '.join(STUDY_NOTEBOOKS)}")
+            raise ValueError(f"unknown study_kind {kind!r}; expected one of {', '.join(STUDY_NOTEBOOKS)}")
         notebooks = STUDY_NOTEBOOKS[kind]
     sources = _notebook_paths(notebooks)
     executed_dir = study_dir / "notebooks"
@@ -332,8 +313,8 @@ def build_report(
     Returns:
         ``report_path``.
     """
-    import nbformat
-    from nbconvert import HTMLExporter
+    import nbformat  # heavy (nbconvert, jinja2): only when a report is built
+    from nbconvert import HTMLExporter  # heavy, as nbformat
 
     report_path = Path(report_path)
     status = dict(status or {})
@@ -362,8 +343,5 @@ def build_report(
     quiet.setLevel(logging.ERROR)  # nbconvert warns about figures without alt text, once per report
     exporter = HTMLExporter(exclude_input=exclude_input, log=quiet)
     body, _ = exporter.from_notebook_node(merged)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_path.with_name(f".{report_path.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, report_path)
+    atomic_write(report_path, lambda fh: fh.write(body.encode("utf-8")), mode="wb")
     return report_path

@@ -28,13 +28,14 @@ after normalisation), the batched equivalent of torchvision's ``RandomRotation``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "augmenter",
     "channel_stats", "normalize", "pad_to_min_size", "resize_images", "prepare_images", "prepared_shape",
     "StreamedImages", "augment_batch",
 ]  # fmt: skip
@@ -298,3 +299,15 @@ def augment_batch(
         grid = F.affine_grid(theta, list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.clone() if out is x else out
+
+
+def augmenter(options: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """The training loop's ``augment`` for a study's ``augment`` options (``hflip``, ``rotation_degrees``):
+    :func:`augment_batch` with them, or ``None`` when both are off."""
+    if not options["hflip"] and options["rotation_degrees"] == 0:
+        return None
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, generator=generator, hflip=options["hflip"], rotation_degrees=options["rotation_degrees"])
+
+    return augment

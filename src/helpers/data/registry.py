@@ -33,7 +33,7 @@ DATASETS: tuple[str, ...] = (
 
 _COMMON_OPTIONS = ("max_samples", "train_subset", "val_subset", "test_subset")
 #: Options of every dataset that the runner reads, not the reader (validated here, otherwise ignored).
-#: ``stream``: ``auto`` (default), ``true`` or ``false``; see ``helpers.runner.prepare_data``.
+#: ``stream``: ``auto`` (default), ``true`` or ``false``; see ``helpers.rundata.prepare_data``.
 RUNNER_OPTIONS: tuple[str, ...] = ("stream",)
 STREAM_CHOICES: tuple[Any, ...] = ("auto", True, False)
 

@@ -16,8 +16,6 @@ model's exactly. :func:`save_hooked` / :func:`load_hooked` write and read it as 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .io import _check_meta, build_skeleton
+from ..files import atomic_write
+from .io import build_skeleton, check_meta
 
 __all__ = ["to_hooked", "hooked_layers", "save_hooked", "load_hooked", "FORMAT_HOOKED"]
 
@@ -68,7 +67,7 @@ def save_hooked(model: nn.Module, path: str | Path, *, arch: str, meta: Mapping[
         meta: plain data stored alongside.
     """
     meta = dict(meta or {})
-    _check_meta(meta)
+    check_meta(meta)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     payload = {
@@ -80,16 +79,7 @@ def save_hooked(model: nn.Module, path: str | Path, *, arch: str, meta: Mapping[
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda fh: torch.save(payload, fh), mode="wb")
 
 
 def load_hooked(path: str | Path) -> nn.Module:

@@ -58,15 +58,15 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def _check_meta(value: Any, where: str = "meta") -> None:
+def check_meta(value: Any, where: str = "meta") -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where} key {key!r} is not a string; model files hold only plain data")
-            _check_meta(item, f"{where}[{key!r}]")
+            check_meta(item, f"{where}[{key!r}]")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_meta(item, f"{where}[{i}]")
+            check_meta(item, f"{where}[{i}]")
     elif not isinstance(value, _ALLOWED) and not torch.is_tensor(value):
         raise TypeError(
             f"{where} is a {type(value).__name__}; model files hold only str, int, float, bool, None, "
@@ -88,7 +88,7 @@ def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | 
             ``path`` is unchanged and the message names the path.
     """
     meta = dict(meta or {})
-    _check_meta(meta)
+    check_meta(meta)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     arch = meta.get("model") or infer_arch(state)
     if arch not in MODELS:

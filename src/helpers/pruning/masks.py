@@ -190,6 +190,10 @@ class MaskSet:
         self._params, self._factors = params, factors
         self._model_id, self._device = id(model), device
 
+    def bound_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(tensor, factor)`` pairs of the bound model that :meth:`apply` multiplies (after :meth:`bind`)."""
+        return list(zip(self._params, self._factors))
+
     def is_bound_to(self, model: nn.Module) -> bool:
         return self._model_id == id(model)
 

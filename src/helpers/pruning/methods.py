@@ -20,8 +20,13 @@ Methods (Douzandeh Zenoozi et al. 2025; the scenario sets the fractions removed)
   budget in weights (:func:`~helpers.pruning.masks.erk_allocation`): it keeps the early convs nearly
   dense, so its MACs differ from the other methods' and a comparison must show them.
 - ``post_training``: train dense, then at :meth:`PruningMethod.on_train_end` keep the largest-L1
-  filters / largest-|w| weights of the trained model. ``finetune_epochs`` (default 0, the paper's
-  protocol) is read by the training loop, which trains that many further epochs with the mask enforced.
+  filters / largest-|w| weights of the trained model. The study's ``finetune_epochs`` (default 0, the
+  paper's protocol) is how many further epochs the training loop trains with the mask enforced.
+
+Each class declares what a training loop must know of it, so nobody matches method names:
+:attr:`PruningMethod.prunes` (it holds masks), :attr:`PruningMethod.evolves_mask` (its mask changes
+between epochs: ``in_training``, ``set``) and :attr:`PruningMethod.prunes_after_training` (it prunes a
+trained dense model: ``post_training``). :func:`method_class` looks a class up by name.
 
 Hook protocol (what the training loop calls, in order):
 
@@ -57,6 +62,7 @@ __all__ = [
     "METHODS",
     "REGROW",
     "make_method",
+    "method_class",
     "PruningMethod",
     "DenseMethod",
     "PreTrainingMethod",
@@ -87,10 +93,17 @@ class PruningMethod:
         swap_fraction: fraction of each layer's active units swapped per epoch (``in_training``, ``set``).
         seed: seeds the method's own CPU generator (initial random masks, regrowth choice and values).
         regrow: ``"reinit"`` (fresh initial values) or ``"zeros"``.
-        finetune_epochs: epochs the training loop trains after :meth:`on_train_end` (``post_training``).
+
+    Class attributes (what the training loop asks instead of matching names):
+        prunes: the method holds masks (every method but ``dense``).
+        evolves_mask: its mask changes between epochs (drop and regrow: ``in_training``, ``set``).
+        prunes_after_training: it prunes a trained dense model in :meth:`on_train_end` (``post_training``).
     """
 
     name = "base"
+    prunes = True
+    evolves_mask = False
+    prunes_after_training = False
 
     def __init__(
         self,
@@ -99,13 +112,11 @@ class PruningMethod:
         swap_fraction: float = 0.2,
         seed: int = 0,
         regrow: str = "reinit",
-        finetune_epochs: int = 0,
     ) -> None:
         self.scenario = scenario
         self.swap_fraction = swap_fraction
         self.seed = seed
         self.regrow = regrow
-        self.finetune_epochs = finetune_epochs
         self.generator = torch.Generator().manual_seed(seed)
         self.masks: MaskSet | None = None
         self._pending_masks: dict | None = None
@@ -154,6 +165,13 @@ class PruningMethod:
         masks = MaskSet.from_state_dict(find_structure(model), self._pending_masks)
         self._set_masks(model, masks)
 
+    def restore_masks(self, model: nn.Module) -> MaskSet | None:
+        """The method's masks, first rebuilt on ``model`` from a loaded state if :meth:`load_state_dict`
+        left them pending (they are otherwise restored at the next hook call)."""
+        if self._pending_masks is not None:
+            self._restore_masks(model)
+        return self.masks
+
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Masks, generator state and settings; plain tensors and builtins (``weights_only=True`` safe)."""
@@ -163,7 +181,6 @@ class PruningMethod:
             "swap_fraction": self.swap_fraction,
             "seed": self.seed,
             "regrow": self.regrow,
-            "finetune_epochs": self.finetune_epochs,
             "generator": self.generator.get_state(),
             "masks": self.masks.state_dict() if self.masks is not None else self._pending_masks,
         }
@@ -184,6 +201,7 @@ class DenseMethod(PruningMethod):
     """No pruning: the baseline."""
 
     name = "dense"
+    prunes = False
 
 
 class PreTrainingMethod(PruningMethod):
@@ -199,6 +217,7 @@ class PostTrainingMethod(PruningMethod):
     """Dense training, then L1 pruning of the trained model at :meth:`on_train_end`."""
 
     name = "post_training"
+    prunes_after_training = True
 
     def on_train_end(self, model: nn.Module) -> None:
         self._set_masks(model, l1_masks(model, find_structure(model), self.scenario))
@@ -208,6 +227,7 @@ class InTrainingMethod(PruningMethod):
     """Random exact-count initial masks, evolved at every epoch end but the last."""
 
     name = "in_training"
+    evolves_mask = True
 
     def on_init(self, model: nn.Module) -> None:
         structure = find_structure(model)
@@ -276,9 +296,7 @@ class CompactedTraining:
     """
 
     def __init__(self, method: PruningMethod, cmap: Any, full: nn.Module, small: nn.Module) -> None:
-        if method._pending_masks is not None:
-            method._restore_masks(full)
-        if method.masks is None:
+        if method.restore_masks(full) is None:
             raise ValueError(f"{method.name}: compacted training needs the method's masks; call on_init first")
         self.method, self.cmap, self.full = method, cmap, full
         self.name = method.name
@@ -288,7 +306,7 @@ class CompactedTraining:
         targets = small.state_dict(keep_vars=True)
         self._params: list[torch.Tensor] = []
         self._factors: list[torch.Tensor] = []
-        for param, factor in zip(masks._params, masks._factors):
+        for param, factor in masks.bound_tensors():
             name = names[id(param)]
             cut = cmap.shrink(name, factor)
             if bool((cut == 1).all()):  # nothing left to enforce: compaction removed this mask's zeros
@@ -351,8 +369,7 @@ class EpochCompaction:
 
     def build(self, full: nn.Module, optimizer: torch.optim.Optimizer):
         """``(small, small_optimizer, hooks)`` for the next epoch, from ``full`` and its optimizer's state."""
-        if self.method._pending_masks is not None:
-            self.method._restore_masks(full)
+        self.method.restore_masks(full)
         small, cmap = compact_with_map(full, self.example_input, masks=self.method.masks)
         hooks = CompactedTraining(self.method, cmap, full, small)
         small_opt = self.make_optimizer(small)
@@ -412,7 +429,6 @@ def make_method(
     swap_fraction: float = 0.2,
     seed: int = 0,
     regrow: str = "reinit",
-    finetune_epochs: int = 0,
     set_allocation: str = "scenario",
 ) -> PruningMethod:
     """Build a pruning method.
@@ -423,16 +439,14 @@ def make_method(
         swap_fraction: fraction of active units swapped per epoch, in ``[0, 1]`` (``in_training``, ``set``).
         seed: seed of the method's random generator.
         regrow: ``"reinit"`` or ``"zeros"``: the values regrown weights start from.
-        finetune_epochs: epochs of fine-tuning after pruning (``post_training``), ``>= 0``.
         set_allocation: ``set``'s per-layer budgets, one of :data:`SET_ALLOCATIONS` (ignored by the others).
 
     Raises:
         UnknownMethodError: ``name`` is not a method.
         UnknownScenarioError, InvalidSparsityError: a bad scenario.
-        ValueError: a bad ``swap_fraction``, ``regrow`` or ``finetune_epochs``.
+        ValueError: a bad ``swap_fraction`` or ``regrow``.
     """
-    if name not in _CLASSES:
-        raise UnknownMethodError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    cls = method_class(name)
     if scenario is None:
         if name != "dense":
             raise ValueError(f"method {name!r} needs a scenario; give one of uniform, mixed, linear_only or {{conv: x, linear: y}}")
@@ -442,13 +456,22 @@ def make_method(
         raise ValueError(f"swap_fraction {swap_fraction!r} is outside [0, 1]; the default is 0.2")
     if regrow not in REGROW:
         raise ValueError(f"unknown regrow {regrow!r}; expected one of {', '.join(REGROW)}")
-    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-        raise ValueError(f"finetune_epochs {finetune_epochs!r} must be an integer >= 0 (the paper uses 0)")
     if set_allocation not in SET_ALLOCATIONS:
         raise ValueError(f"unknown set_allocation {set_allocation!r}; expected one of {', '.join(SET_ALLOCATIONS)}")
     extra = {"allocation": set_allocation} if name == "set" else {}
-    return _CLASSES[name](scenario, swap_fraction=float(swap_fraction), seed=seed, regrow=regrow,
-                          finetune_epochs=finetune_epochs, **extra)
+    return cls(scenario, swap_fraction=float(swap_fraction), seed=seed, regrow=regrow, **extra)
+
+
+def method_class(name: str) -> type[PruningMethod]:
+    """The class of method ``name``: its properties (``prunes``, ``evolves_mask``, ``prunes_after_training``)
+    without building it.
+
+    Raises:
+        UnknownMethodError: ``name`` is not one of :data:`METHODS`.
+    """
+    if name not in _CLASSES:
+        raise UnknownMethodError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    return _CLASSES[name]
 
 
 # -- evolution (in_training, set) ------------------------------------------------------------------
