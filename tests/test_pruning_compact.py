@@ -26,6 +26,14 @@ _INITIAL: dict[str, tuple[nn.Module, dict]] = {}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_initial_models():
+    """The cached models (VGG16 and VGG16-BN: 0.5 GB each, twice with their initial state) go with this module,
+    not at the end of the session: they were a large part of the test command's peak memory."""
+    yield
+    _INITIAL.clear()
+
+
 def fresh(name: str) -> nn.Module:
     """The model at its initial weights (built once per session, reset in place)."""
     if name not in _INITIAL:
