@@ -329,6 +329,13 @@ CIFAR_SIDE = {"vgg16_bn_cifar": 32, "resnet18_cifar": 8, "resnet50_cifar": 8}
 _CIFAR_MODELS: dict[str, nn.Module] = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_cifar_models():
+    """The cached CIFAR models go with this module, not at the session's end (the test command's peak memory)."""
+    yield
+    _CIFAR_MODELS.clear()
+
+
 def _cifar_model(name: str) -> nn.Module:
     """A fresh copy of the CIFAR-style model with non-trivial BatchNorm (built once per session)."""
     if name not in _CIFAR_MODELS:

@@ -22,8 +22,8 @@ from helpers.config import ParamsError, expand_grid, load_params
 
 distributed = pytest.importorskip("distributed")
 
-TINY = {
-    "name": "grid", "datasets": ["digits"], "models": ["resnet18"],
+TINY = {  # ResNet18's layout at widths / 8 (the killed-worker test uses resnet18: its runs last long enough)
+    "name": "grid", "datasets": ["digits"], "models": ["resnet18_mini"],
     "methods": ["pre_training", "post_training", "set"], "scenarios": ["uniform"], "epochs": 1,
     "batch_size": 16, "train_subset": 32, "val_subset": 20, "test_subset": 20, "threads": 1,
     "inference": {"samples": 2, "warmup": 1},
@@ -212,7 +212,8 @@ def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
     from distributed import Client, LocalCluster
 
     params = load_params({
-        **TINY, "methods": ["pre_training", "in_training", "post_training"], "epochs": 3, "train_subset": 96,
+        **TINY, "models": ["resnet18"], "methods": ["pre_training", "in_training", "post_training"], "epochs": 3,
+        "train_subset": 96,
         "out": str(tmp_path / "out"),
     })  # fmt: skip
     specs = expand_grid(params)

@@ -31,7 +31,8 @@ UNSAFE = ("weights_only=False", "`weights_only` set to `False`")
 
 def _tiny(out, **changes):
     params = {
-        "name": "tiny", "datasets": ["digits"], "models": ["resnet18"], "methods": ["pre_training"],
+        # resnet18_mini: ResNet18's layout at widths / 8; these tests are about files, not the network's size
+        "name": "tiny", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["pre_training"],
         "scenarios": ["mixed"], "epochs": 2, "batch_size": 16, "train_subset": 40, "val_subset": 20,
         "test_subset": 30, "threads": 1, "keep_models": False,
         "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "out": str(out),
@@ -162,7 +163,7 @@ def _random_file() -> Path:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished tiny study (dense + pre_training, resnet18), copied fresh by each test that damages it."""
+    """A finished tiny study (dense + pre_training, resnet18_mini), copied fresh by each test that damages it."""
     out = tmp_path_factory.mktemp("finished")
     params = _tiny(out)
     study = runner.run_study(params, progress=False)
@@ -413,7 +414,7 @@ def test_companion_studies_get_the_same_protection(tmp_path, monkeypatch, caplog
     from helpers import companion
 
     params = load_params({
-        "name": "tiny_granularity", "study_kind": "granularity", "datasets": ["digits"], "models": ["resnet18"],
+        "name": "tiny_granularity", "study_kind": "granularity", "datasets": ["digits"], "models": ["resnet18_mini"],
         "epochs": 2, "batch_size": 16, "lr": 1e-3, "train_subset": 40, "val_subset": 20, "test_subset": 30,
         "threads": 1, "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]},
         "finetune": {"epochs": 1, "batch_size": 16}, "granularities": ["structured"], "budgets": [0.5],

@@ -7,7 +7,16 @@ import torch
 
 from torch import nn
 
-from helpers.models import CIFAR_MODELS, MODELS, InputTooSmallError, UnknownModelError, build_model, min_input_size
+from helpers.models import (
+    CIFAR_MODELS,
+    MINI_MODELS,
+    MINI_WIDTH_DIVISOR,
+    MODELS,
+    InputTooSmallError,
+    UnknownModelError,
+    build_model,
+    min_input_size,
+)
 
 # dataset -> (classes, channels, smallest native image side the data layer gives)
 DATASET_SHAPES = {
@@ -86,3 +95,69 @@ def test_cifar_vgg_classifier_reads_512_features():
     assert min_input_size("vgg16_bn_cifar") == 32
     params = sum(p.numel() for p in model.parameters())
     assert params < 16e6  # torchvision's vgg16_bn, with its 25,088-wide classifier, has 134 M
+
+
+# -- the smoke profile's scaled-down variants ---------------------------------------------------------
+def _layout(model: nn.Module) -> list[tuple]:
+    """Every module's name, type and (for conv / pool) kernel, stride and padding: the architecture without widths."""
+    rows = []
+    for name, m in model.named_modules():
+        row = (name, type(m).__name__)
+        if isinstance(m, nn.Conv2d):
+            row += (m.kernel_size, m.stride, m.padding, m.bias is not None)
+        elif isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
+            row += (getattr(m, "kernel_size", None), getattr(m, "stride", None), getattr(m, "output_size", None))
+        rows.append(row)
+    return rows
+
+
+def _widths(model: nn.Module) -> list[int]:
+    return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mini", "full"), [("vgg16_mini", "vgg16"), ("resnet18_mini", "resnet18")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mini_models_keep_the_full_architecture_at_an_eighth_of_the_widths(mini, full, channels):
+    assert MINI_MODELS == ("vgg16_mini", "resnet18_mini") and set(MINI_MODELS) <= set(MODELS)
+    with torch.device("meta"):  # shapes only: the full models' 134 M / 11 M weights are never allocated
+        reference = build_model(full, 10, channels)
+    model = build_model(mini, 10, channels, input_size=32)
+    assert _layout(model) == _layout(reference)  # same layers, names, kernels, strides, pools, in the same order
+    counts = {kind: sum(isinstance(m, kind) for m in model.modules())
+              for kind in (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.MaxPool2d, nn.ReLU, nn.Dropout)}  # fmt: skip
+    assert counts == {kind: sum(isinstance(m, kind) for m in reference.modules()) for kind in counts}
+    full_widths, widths = _widths(reference), _widths(model)
+    assert widths[:-1] == [w // MINI_WIDTH_DIVISOR for w in full_widths[:-1]] and widths[-1] == full_widths[-1] == 10
+    assert min_input_size(mini) == min_input_size(full) == 32
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])  # built for real
+    ratio = sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in reference.parameters())
+    assert 1 / 80 < ratio < 1 / 50  # every hidden layer has 1/64 of the weights
+    with torch.inference_mode():
+        assert model.eval()(torch.randn(2, channels, 32, 32)).shape == (2, 10)
+    with pytest.raises(InputTooSmallError):
+        build_model(mini, 10, channels, input_size=28)
+
+
+def test_vgg16_mini_classifier_is_vggs_at_an_eighth():
+    model = build_model("vgg16_mini", 10)
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64 * 49, 512), (512, 512), (512, 10)]
+    classifier = sum(p.numel() for p in model.classifier.parameters())
+    assert 0.85 < classifier / sum(p.numel() for p in model.parameters()) < 0.92  # VGG16's classifier: 89 %
+
+
+def test_mini_models_have_their_full_models_pruning_structure():
+    from helpers.pruning import find_structure
+
+    resnet = find_structure(build_model("resnet18_mini", 10))
+    assert {g.name: g.convs for g in resnet.conv_groups if len(g.convs) > 1} == {  # as test_pruning's resnet18
+        "conv1": ("conv1", "layer1.0.conv2", "layer1.1.conv2"),
+        "layer2.0.conv2": ("layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv2"),
+        "layer3.0.conv2": ("layer3.0.conv2", "layer3.0.downsample.0", "layer3.1.conv2"),
+        "layer4.0.conv2": ("layer4.0.conv2", "layer4.0.downsample.0", "layer4.1.conv2"),
+    }
+    assert len(resnet.convs) == 20 and resnet.linears == ("fc",) and resnet.output_layer == "fc"
+    vgg = find_structure(build_model("vgg16_mini", 10))
+    assert len(vgg.conv_groups) == 13 and all(len(g.convs) == 1 for g in vgg.conv_groups)  # no coupling in VGG
+    assert vgg.linears == ("classifier.0", "classifier.3", "classifier.6") and vgg.output_layer == "classifier.6"

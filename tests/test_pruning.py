@@ -539,6 +539,15 @@ def _vgg16() -> nn.Module:
 _REAL: dict[str, tuple[nn.Module, dict]] = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_real_models():
+    """The cached VGG16 (0.5 GB, twice with its initial state) goes with this module, not at the session's end."""
+    global _VGG16
+    yield
+    _VGG16 = None
+    _REAL.clear()
+
+
 def real_model(name: str) -> nn.Module:
     """The real model at its initial weights; built once per session, reset in place per test."""
     if name not in _REAL:

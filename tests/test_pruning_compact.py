@@ -18,11 +18,20 @@ from helpers.pruning import (
 )
 
 # one method per model, so compaction meets L1 masks, random masks after a swap and SET's uneven counts
-METHOD_FOR = {"vgg16": "pre_training", "vgg16_bn": "post_training", "resnet18": "set", "resnet50": "in_training"}
+METHOD_FOR = {"vgg16": "pre_training", "vgg16_bn": "post_training", "resnet18": "set", "resnet50": "in_training",
+              "vgg16_mini": "set", "resnet18_mini": "in_training"}  # the smoke profile's models (widths / 8)
 _INITIAL: dict[str, tuple[nn.Module, dict]] = {}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_initial_models():
+    """The cached models (VGG16 and VGG16-BN: 0.5 GB each, twice with their initial state) go with this module,
+    not at the end of the session: they were a large part of the test command's peak memory."""
+    yield
+    _INITIAL.clear()
 
 
 def fresh(name: str) -> nn.Module:
@@ -127,6 +136,20 @@ def test_compacted_vgg16_bn_file_round_trips(tmp_path) -> None:
     loaded = load_model(tmp_path / "vgg.pt")
     assert loaded.classifier[0].in_features == small.classifier[0].in_features < 512 * 49
     assert_same_logits(small, loaded, inputs())
+
+
+@pytest.mark.parametrize("name", ["vgg16_mini", "resnet18_mini"])
+def test_compacted_mini_model_file_round_trips_under_its_own_name(tmp_path, name: str) -> None:
+    model = masked(name, "mixed")
+    small = compact(model, inputs())
+    save_model(small, tmp_path / "m.pt", meta={"model": name})  # the runner names the architecture
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["arch"] == name
+    loaded = load_model(tmp_path / "m.pt")
+    assert_same_logits(model, loaded, inputs())
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in small.parameters())
+    if name == "vgg16_mini":  # a last-conv filter takes its 49 classifier columns, as in VGG16
+        last_conv = [m for m in loaded.features if isinstance(m, nn.Conv2d)][-1]
+        assert loaded.classifier[0].in_features == last_conv.out_channels * 49 == (64 - 32) * 49
 
 
 def test_save_model_rejects_non_plain_meta(tmp_path) -> None:

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from helpers.results import load_tables, write_csv_atomic
 
@@ -111,6 +110,8 @@ def paired_interval(differences: Iterable[float], *, what: str = "seeds") -> _St
     mean = float(d.mean())
     if d.size < 2:
         return _Stat(mean, math.nan, math.nan, 1, "point value (one pair: no interval)")
+    from scipy import stats  # here, not at the top: every run's process imports this module (about 1.5 s)
+
     half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
     return _Stat(mean, mean - half, mean + half, int(d.size), f"95 % paired t-interval over {d.size} {what}")
 
@@ -234,6 +235,8 @@ def _time_claim(runs: pd.DataFrame, dataset: str, model: str) -> dict:
     if n == 0:
         return _row("5", dataset, model, "set", "fraction of set runs with train_time_s <= dense's", _Stat(
             math.nan, math.nan, math.nan, 0, "none"), "untestable here", "no set runs with a dense run of the same seed")
+    from scipy import stats
+
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
     stat = _Stat(k / n, low, high, n, f"95 % Clopper-Pearson interval over {n} set runs ({k} at most dense's time)")

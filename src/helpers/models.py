@@ -24,6 +24,22 @@ network slimming and of Li et al.'s L1 filter pruning):
   exist for the granularity study). At 32 px the pool sees 1 x 1, so the last convolution's channels
   are the classifier's inputs one to one. Smallest input 32 px (five max-pools).
 
+Scaled-down variants (:data:`MINI_MODELS`) are the smoke profile's models (``params/smoke.yaml``): the
+same architecture, layer for layer, with every width divided by 8, so training, masks, compaction, model
+files and inference are exercised in a fraction of the time, memory and disk (a VGG16 model file is about
+0.5 GB, a ``vgg16_mini`` one about 8 MB). They check the machinery, not the science; their accuracies are
+not VGG16's or ResNet18's.
+
+- ``vgg16_mini``: torchvision's ``VGG`` with VGG16's configuration (13 convolutions in five blocks of
+  2, 2, 3, 3, 3, each block ending in a max-pool) at widths 8-16-32-64-64, the same 7 x 7 adaptive
+  average pool, and a classifier 3,136 -> 512 -> 512 -> classes with ReLU and dropout between, like
+  torchvision's 25,088 -> 4,096 -> 4,096 one (so every layer has 1/64 of VGG16's weights, the classifier
+  still holds about 89 % of them, and a last-convolution filter still feeds 49 classifier columns).
+  Smallest input 32 px (five max-pools).
+- ``resnet18_mini``: torchvision's ``ResNet`` with ResNet18's layout (7 x 7 stride-2 stem, max-pool, four
+  stages of two ``BasicBlock`` s, a downsample at the start of stages 2-4) at widths 8-16-32-64. Smallest
+  input 32 px.
+
 Every block is a torchvision ``BasicBlock`` / ``Bottleneck`` or an ``nn.Sequential`` of the usual
 layers, so pruning structure (residual groups), compaction and every criterion treat them like the
 torchvision models.
@@ -41,6 +57,7 @@ from torchvision import models as tvm
 __all__ = [
     "MODELS",
     "CIFAR_MODELS",
+    "MINI_MODELS",
     "build_model",
     "min_input_size",
     "UnknownModelError",
@@ -49,7 +66,11 @@ __all__ = [
 
 #: CIFAR-style variants (3 x 3 stride-1 stem, no max-pool; VGG classifier at 512 inputs).
 CIFAR_MODELS: tuple[str, ...] = ("vgg16_bn_cifar", "resnet18_cifar", "resnet50_cifar")
-MODELS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50") + CIFAR_MODELS
+#: Scaled-down variants for the smoke profile (every width / 8, the architecture unchanged).
+MINI_MODELS: tuple[str, ...] = ("vgg16_mini", "resnet18_mini")
+MODELS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50") + CIFAR_MODELS + MINI_MODELS
+#: The divisor of every width in :data:`MINI_MODELS`.
+MINI_WIDTH_DIVISOR = 8
 
 
 def _resnet_cifar(builder: Callable[..., tvm.ResNet]) -> Callable[..., nn.Module]:
@@ -78,6 +99,50 @@ def _vgg16_bn_cifar(*, weights: None, num_classes: int) -> nn.Module:
     return model
 
 
+def _vgg16_mini(*, weights: None, num_classes: int) -> nn.Module:
+    d = MINI_WIDTH_DIVISOR
+    with torch.device("meta"):  # torchvision's 25,088-wide classifier, replaced below: shapes only, no memory
+        model = tvm.VGG(nn.Sequential(), num_classes=num_classes, init_weights=False)
+    model.features = tvm.vgg.make_layers([c if c == "M" else c // d for c in tvm.vgg.cfgs["D"]])
+    model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+    hidden = 4096 // d
+    model.classifier = nn.Sequential(
+        nn.Linear(512 // d * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, num_classes),
+    )  # fmt: skip
+    for m in model.modules():  # torchvision's VGG init
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 0)
+    return model
+
+
+def _resnet18_mini(*, weights: None, num_classes: int) -> nn.Module:
+    d = MINI_WIDTH_DIVISOR
+    block = tvm.resnet.BasicBlock
+    with torch.device("meta"):  # every layer is replaced below: shapes only, no memory
+        model = tvm.ResNet(block, [2, 2, 2, 2], num_classes=num_classes)
+    model.inplanes = 64 // d  # what ResNet._make_layer reads as the next block's input width
+    model.conv1 = nn.Conv2d(3, model.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(model.inplanes)
+    model.layer1 = model._make_layer(block, 64 // d, 2)
+    model.layer2 = model._make_layer(block, 128 // d, 2, stride=2)
+    model.layer3 = model._make_layer(block, 256 // d, 2, stride=2)
+    model.layer4 = model._make_layer(block, 512 // d, 2, stride=2)
+    model.fc = nn.Linear(512 // d, num_classes)
+    for m in model.modules():  # torchvision's ResNet init
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return model
+
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": tvm.vgg16,
     "vgg16_bn": tvm.vgg16_bn,
@@ -86,11 +151,13 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg16_bn_cifar": _vgg16_bn_cifar,
     "resnet18_cifar": _resnet_cifar(tvm.resnet18),
     "resnet50_cifar": _resnet_cifar(tvm.resnet50),
+    "vgg16_mini": _vgg16_mini,
+    "resnet18_mini": _resnet18_mini,
 }
 
 # Smallest square input each model accepts: five max-pools (VGG) floor 28 px to 0, and the
 # ResNets' five stride-2 stages leave BatchNorm with a single value per channel below 32 px; the
-# CIFAR ResNets have three stride-2 stages (8 px).
+# CIFAR ResNets have three stride-2 stages (8 px). The mini variants keep their full model's downsampling.
 _MIN_INPUT = {name: 32 for name in MODELS} | {"resnet18_cifar": 8, "resnet50_cifar": 8}
 
 

@@ -61,6 +61,7 @@ DATASET_LABELS: dict[str, str] = {
 MODEL_LABELS: dict[str, str] = {
     "vgg16": "VGG16", "vgg16_bn": "VGG16-BN", "resnet18": "ResNet18", "resnet50": "ResNet50",
     "vgg16_bn_cifar": "VGG16-BN (CIFAR)", "resnet18_cifar": "ResNet18 (CIFAR)", "resnet50_cifar": "ResNet50 (CIFAR)",
+    "vgg16_mini": "VGG16 mini (widths / 8)", "resnet18_mini": "ResNet18 mini (widths / 8)",
 }  # fmt: skip
 
 SCENARIO_ORDER: tuple[str, ...] = ("uniform", "mixed", "linear_only")
