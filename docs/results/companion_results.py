@@ -12,13 +12,13 @@ as for the primary study (``helpers.claims.results_markdown``); the tables are t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from helpers import plots
+from helpers.claims import provenance_lines
 from helpers.results import load_tables
 
 
@@ -32,25 +32,6 @@ def _table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def header(study: Path, command: str, wall_time_s: float | None, runs: pd.DataFrame) -> list[str]:
-    envs = sorted((study / "runs").glob("*/environment.json"))
-    env = json.loads(envs[0].read_text()) if envs else {}
-    commits = sorted({json.loads(p.read_text()).get("git_commit") or "unknown" for p in envs})
-    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-    status = runs["status"].value_counts().to_dict()
-    return [
-        f"# Results: `{study.name}`",
-        "",
-        f"- Command: `{command}`",
-        f"- Wall time: {wall_time_s / 60:.1f} min ({wall_time_s:.0f} s)" if wall_time_s else "- Wall time: not measured",
-        f"- Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in status.items())})",
-        f"- Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
-        f"Python {env.get('python', '?')}; {packages}",
-        f"- Code: pruning-study commit {', '.join(c[:10] for c in commits)}",
-        "",
-    ]
 
 
 def criteria_sections(runs: pd.DataFrame) -> list[str]:
@@ -118,7 +99,7 @@ def main() -> None:
     tables = load_tables(args.study)
     runs, inference = tables["runs"], tables["inference"]
     kind = str(runs["study_kind"].dropna().iloc[0])
-    lines = header(args.study, args.command, args.wall_time_s, runs)
+    lines = provenance_lines(args.study, runs, command=args.command, wall_time_s=args.wall_time_s)
     if kind == "criteria":
         lines += criteria_sections(runs) + latency_section(runs, inference, "criterion")
     elif kind == "granularity":

@@ -46,6 +46,7 @@ import pandas as pd
 from helpers.results import load_tables, write_csv_atomic
 
 __all__ = [
+    "provenance_lines",
     "CLAIMS",
     "CLAIM_COLUMNS",
     "VERDICTS",
@@ -384,6 +385,29 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def provenance_lines(study_dir: str | os.PathLike, runs: pd.DataFrame, *, command: str,
+                     wall_time_s: float | None) -> list[str]:
+    """The head of a ``RESULTS.md``: title, command, wall time, run counts, machine, packages and commit
+    (from the run folders' ``environment.json``), then a blank line."""
+    study_dir = Path(study_dir)
+    envs = sorted((study_dir / "runs").glob("*/environment.json"))
+    env = json.loads(envs[0].read_text()) if envs else {}
+    commits = sorted({json.loads(p.read_text()).get("git_commit") or "unknown" for p in envs})
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    status = runs["status"].value_counts().to_dict()
+    return [
+        f"# Results: `{study_dir.name}`",
+        "",
+        f"- Command: `{command}`",
+        f"- Wall time: {wall_time_s / 60:.1f} min ({wall_time_s:.0f} s)" if wall_time_s else "- Wall time: not measured",
+        f"- Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in status.items())})",
+        f"- Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
+        f"Python {env.get('python', '?')}; {packages}",
+        f"- Code: pruning-study commit {', '.join(c[:10] for c in commits)}",
+        "",
+    ]
+
+
 def results_markdown(study_dir: str | os.PathLike, *, command: str, wall_time_s: float | None, notes: str = "") -> str:
     """``RESULTS.md`` for a study folder: where and how it was made, Table 1, cost, and the claim verdicts.
 
@@ -398,22 +422,9 @@ def results_markdown(study_dir: str | os.PathLike, *, command: str, wall_time_s:
     runs, inference = tables["runs"], tables["inference"]
     claims_path = study_dir / "results" / "claims.csv"
     claims = pd.read_csv(claims_path) if claims_path.is_file() else evaluate_claims(runs, inference)
-    envs = sorted((study_dir / "runs").glob("*/environment.json"))
-    env = json.loads(envs[0].read_text()) if envs else {}
-    commits = sorted({json.loads(p.read_text()).get("git_commit") or "unknown" for p in envs})
-    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-    status = runs["status"].value_counts().to_dict()
     done = runs[runs["status"] == "completed"]
     lines = [
-        f"# Results: `{study_dir.name}`",
-        "",
-        f"- Command: `{command}`",
-        f"- Wall time: {wall_time_s / 60:.1f} min ({wall_time_s:.0f} s)" if wall_time_s else "- Wall time: not measured",
-        f"- Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in status.items())})",
-        f"- Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
-        f"Python {env.get('python', '?')}; {packages}",
-        f"- Code: pruning-study commit {', '.join(c[:10] for c in commits)}",
-        "",
+        *provenance_lines(study_dir, runs, command=command, wall_time_s=wall_time_s),
         "## Table 1: test accuracy (%)",
         "",
         "Mean over seeds ± half-width of the 95 % t-interval (a single value where one seed ran). *Final*: the "
