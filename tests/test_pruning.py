@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,6 +31,8 @@ from helpers.pruning import (
     summarize_sparsity,
     units_removed,
 )
+from helpers.pruning import methods as methods_module
+from helpers.pruning.masks import top_k_mask
 
 PRUNING_METHODS = [m for m in METHODS if m != "dense"]
 
@@ -412,6 +415,50 @@ def test_evolution_keeps_counts_changes_mask_and_reinitialises(model_name: str, 
         check_masked(model, method, method_name, scenario)
 
 
+def test_large_layer_swap_drops_the_plain_paths_weights_and_resets_exactly_the_swapped_state() -> None:
+    """Above methods._LARGE weights the swap samples a bracket and draws positions by rejection, in place."""
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(512, 8192, generator=gen)  # 4.2 M weights, above the 2 M threshold
+    mask = (torch.rand(weight.shape, generator=gen) < 0.2).float()
+    weight *= mask
+    k = int(mask.sum())
+    n = units_removed(k, 0.2, keep_one=False)
+    before, active = weight.clone(), mask > 0
+    plain_drop = top_k_mask(torch.neg(before.abs()).masked_fill_(~active, -math.inf), n)
+    state = {"exp_avg": torch.ones_like(weight), "exp_avg_sq": torch.ones_like(weight), "step": torch.tensor(3.0)}
+    optimizer = SimpleNamespace(state={weight: state})
+    bound = 1 / math.sqrt(8192)
+    assert methods_module._swap_large_linear(weight, mask, k, n, optimizer, torch.Generator().manual_seed(2), bound)
+    now = mask > 0
+    dropped, grown = active & ~now, now & ~active
+    assert set(mask.unique().tolist()) == {0.0, 1.0} and int(now.sum()) == k
+    assert torch.equal(dropped, plain_drop) and int(grown.sum()) == n
+    fresh = weight[grown]
+    assert (fresh != 0).all() and fresh.abs().max() <= bound
+    assert torch.equal(weight[~grown], before[~grown])  # nothing else written
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(state[name] == 0, dropped | grown), name
+    small = torch.zeros(100, 100)
+    assert not methods_module._swap_large_linear(small, torch.ones_like(small), 10_000, 0, None, gen, None)
+
+
+def test_large_layer_regrowth_is_uniform_over_the_inactive_weights(monkeypatch) -> None:
+    monkeypatch.setattr(methods_module, "_LARGE", 1000)
+    gen, trials = torch.Generator().manual_seed(0), 1000
+    hits = torch.zeros(3000)
+    for _ in range(trials):
+        mask = torch.zeros(3000)
+        mask[:600] = 1
+        weight = torch.randn(3000, generator=gen) * mask
+        assert methods_module._swap_large_linear(weight, mask, 600, 120, None, gen, 0.1)
+        assert int(mask.sum()) == 600
+        hits += mask
+    freq, p = hits[600:] / trials, 120 / 2400  # every inactive weight regrown with probability n / inactive
+    sigma = math.sqrt(p * (1 - p) / trials)
+    assert abs(float(freq.mean()) - p) < 1e-6
+    assert float(freq.min()) > p - 5 * sigma and float(freq.max()) < p + 5 * sigma
+
+
 def test_regrow_zeros_option_starts_regrown_weights_at_zero() -> None:
     model = make_model("tiny_vgg")
     method = prune(model, "in_training", "mixed", regrow="zeros")
@@ -421,7 +468,10 @@ def test_regrow_zeros_option_starts_regrown_weights_at_zero() -> None:
     assert grown.any() and (model.classifier[0].weight[grown] == 0).all()
 
 
-def test_swap_drops_the_weakest_active_weights() -> None:
+@pytest.mark.parametrize("path", ["plain", "sampled"])
+def test_swap_drops_the_weakest_active_weights(path: str, monkeypatch) -> None:
+    if path == "sampled":  # the large-layer path (VGG16's classifier), taken here by a tiny layer
+        monkeypatch.setattr(methods_module, "_LARGE", 0)
     model = make_model("tiny_vgg")
     method = prune(model, "in_training", "linear_only", swap_fraction=0.25)
     weight = model.classifier[0].weight

@@ -236,7 +236,7 @@ def _time_claim(runs: pd.DataFrame, dataset: str, model: str) -> dict:
     if n == 0:
         return _row("5", dataset, model, "set", "fraction of set runs with train_time_s <= dense's", _Stat(
             math.nan, math.nan, math.nan, 0, "none"), "untestable here", "no set runs with a dense run of the same seed")
-    from scipy import stats
+    from scipy import stats  # lazy, as in _paired_interval: every run's process imports this module
 
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0

@@ -185,7 +185,7 @@ def load_torch(path: str | os.PathLike, *, what: str = "file", mmap: bool = Fals
         DamagedFileError: the file exists but cannot be loaded safely; the message names it, says what is
             wrong and never suggests ``weights_only=False``.
     """
-    import torch
+    import torch  # lazy: about 1 s, and the table writers (results, plots) use this module without torch
 
     path = Path(path)
     if not path.is_file():

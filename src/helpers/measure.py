@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 
@@ -108,7 +109,7 @@ def _zeus_monitor(kind: str) -> Any:
     if kind not in _ZEUS_MONITORS:
         logging.getLogger("zeus").setLevel(logging.ERROR)  # e.g. "amdsmi not found" on every import
         try:
-            from zeus.monitor import ZeusMonitor
+            from zeus.monitor import ZeusMonitor  # lazy: an optional meter, slow to import; only when energy is measured
 
             if kind == "gpu":
                 monitor = ZeusMonitor(cpu_indices=[], approx_instant_energy=True)
@@ -125,7 +126,7 @@ def _codecarbon_tracker() -> Any:
     if "tracker" not in _CODECARBON:
         for name in ("codecarbon",):
             logging.getLogger(name).setLevel(logging.ERROR)
-        from codecarbon import OfflineEmissionsTracker
+        from codecarbon import OfflineEmissionsTracker  # lazy: heavy (pandas, requests); only for labelled estimates
 
         # Offline (no network), no output files, process-level CPU share; country only affects CO2.
         _CODECARBON["tracker"] = OfflineEmissionsTracker(
@@ -260,8 +261,6 @@ class PeakMemory:
         self._peak_bytes = 0
 
     def _sample(self) -> None:
-        import psutil
-
         process = psutil.Process(os.getpid())
         while not self._stop.is_set():
             self._peak_bytes = max(self._peak_bytes, process.memory_info().rss)
@@ -326,7 +325,7 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
         labels: true classes, shape ``[N]``.
         probs: class probabilities, shape ``[N, K]`` (rows sum to 1).
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn (with scipy) costs a second to import
 
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -366,7 +365,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, positive: int = 1,
         positive: the class the metrics are about (VisA: 1, anomaly).
         prefix: prepended to the keys ``precision``, ``recall``, ``f1``, ``auroc``.
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn (with scipy) costs a second to import
 
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     truth = labels == positive
@@ -415,7 +414,6 @@ def peak_memory_scope(run_id: str, device: str | torch.device) -> str:
 
 def resident_memory_mb() -> float:
     """This process's resident set size now, in MiB."""
-    import psutil
 
     return psutil.Process(os.getpid()).memory_info().rss / _MIB
 

@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from helpers import files
@@ -440,7 +441,7 @@ def _git_commit() -> dict[str, Any]:
 
 def environment(threads: int | None = None, *, inference_threads: int | None = None) -> dict[str, Any]:
     """What a run ran on: versions, CPU, threads (training and inference), GPU, git commit (``environment.json``)."""
-    import torch
+    import torch  # lazy: about 1 s, and plots and claims import this module to read tables only
 
     gpu = None
     if torch.cuda.is_available():
@@ -530,7 +531,6 @@ def _read_run_csv(path: Path, run_id: str) -> pd.DataFrame:
 
 
 def _check_predictions(path: Path) -> None:
-    import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as npz:

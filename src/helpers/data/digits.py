@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers.data.splits import Split, _hwc_to_tensor, _split_pool
+from helpers.data.splits import Split, hwc_to_tensor, split_pool
 
 
 # --------------------------------------------------------------------------------------------- digits
 
 
-def _load_digits(*, root, size, seed, download, options) -> dict[str, Split]:
+def load_digits(*, root, size, seed, download, options) -> dict[str, Split]:
     from sklearn.datasets import load_digits  # lazy: scikit-learn (with scipy) costs a second to import
 
     bunch = load_digits()
@@ -18,8 +18,8 @@ def _load_digits(*, root, size, seed, download, options) -> dict[str, Split]:
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     labels = bunch.target.astype(np.int64)
     classes = [str(c) for c in bunch.target_names]
-    return _split_pool(
-        images=_hwc_to_tensor(images),
+    return split_pool(
+        images=hwc_to_tensor(images),
         labels=labels,
         classes=classes,
         fractions={"train": 0.70, "val": 0.15, "test": 0.15},

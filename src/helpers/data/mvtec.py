@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from helpers.data import fetch
-from helpers.data.decode import _build_file_splits, _list_images
-from helpers.data.splits import DatasetNotFoundError, Split, _subset_indices, stratified_split
+from helpers.data.decode import build_file_splits, list_images
+from helpers.data.splits import DatasetNotFoundError, Split, subset_indices, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _folder_classes(base: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     for top in tops:
         for d in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = _list_images(d)
+            files = list_images(d)
             if files:
                 out.setdefault(d.name, []).extend(files)
     return out
@@ -154,7 +154,7 @@ def _coco_items(base: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def _load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
+def load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     layout = options.get("layout", "auto")
     if layout not in ("auto", "folders", "coco"):
@@ -175,10 +175,10 @@ def _load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> 
         log.warning("mvtec3d_cls at %s has %d classes (%s); the paper's set has %d", base, len(classes),
                     ", ".join(classes), len(MVTEC_CLS_OBJECTS))  # fmt: skip
     y = np.asarray(labels, dtype=np.int64)
-    pool = _subset_indices(y, options.get("max_samples"), seed, "max_samples")
+    pool = subset_indices(y, options.get("max_samples"), seed, "max_samples")
     train, test, val = stratified_split(y[pool], [0.7, 0.2, 0.1], seed)
     indices = {"train": pool[train], "val": pool[val], "test": pool[test]}
-    return _build_file_splits(
+    return build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
         key_prefix="mvtec3d_cls", on_disk=on_disk,
     )  # fmt: skip

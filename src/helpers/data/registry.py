@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from helpers.data.bloodmnist import _load_bloodmnist
-from helpers.data.cifar import _load_cifar
-from helpers.data.digits import _load_digits
-from helpers.data.mvtec import _load_mvtec3d_cls
-from helpers.data.splits import Split, UnknownDatasetError, UnknownOptionError, _check_int
-from helpers.data.visa import _load_visa
+from helpers.data.bloodmnist import load_bloodmnist
+from helpers.data.cifar import load_cifar
+from helpers.data.digits import load_digits
+from helpers.data.mvtec import load_mvtec3d_cls
+from helpers.data.splits import Split, UnknownDatasetError, UnknownOptionError, checked_int
+from helpers.data.visa import load_visa
 
 
 #: Named variants of a reader: ``name -> (reader, default options)``. A variant is a dataset entry of
@@ -55,12 +55,12 @@ ON_DISK_READERS: tuple[str, ...] = ("visa", "mvtec3d_cls")
 # --------------------------------------------------------------------------------------------- entry point
 
 _LOADERS: dict[str, Callable[..., dict[str, Split]]] = {
-    "bloodmnist": _load_bloodmnist,
-    "visa": _load_visa,
-    "mvtec3d_cls": _load_mvtec3d_cls,
-    "cifar10": lambda **kw: _load_cifar("cifar10", **kw),
-    "cifar100": lambda **kw: _load_cifar("cifar100", **kw),
-    "digits": _load_digits,
+    "bloodmnist": load_bloodmnist,
+    "visa": load_visa,
+    "mvtec3d_cls": load_mvtec3d_cls,
+    "cifar10": lambda **kw: load_cifar("cifar10", **kw),
+    "cifar100": lambda **kw: load_cifar("cifar100", **kw),
+    "digits": load_digits,
 }
 
 
@@ -129,14 +129,14 @@ def load_splits(
         defaults = DATASET_VARIANTS[name][1]
         options = {**defaults, **{k: v for k, v in options.items() if v is not None or k not in defaults}}
     if size is not None:
-        _check_int("size", size)
+        checked_int("size", size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     for key in _COMMON_OPTIONS:
         if options.get(key) is not None:
-            options[key] = _check_int(key, options[key])
+            options[key] = checked_int(key, options[key])
     if "workers" in options and options["workers"] is not None:
-        options["workers"] = _check_int("workers", options["workers"])
+        options["workers"] = checked_int("workers", options["workers"])
     check_stream(options.pop("stream", "auto"))
     extra = {"on_disk": bool(on_disk)} if reader in ON_DISK_READERS else {}
     return _LOADERS[reader](root=root, size=size, seed=int(seed), download=bool(download), options=options, **extra)

@@ -317,7 +317,7 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, n: int, seed: int, pur
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+def checked_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
@@ -331,7 +331,7 @@ def _check_fraction(name: str, value: Any, *, allow_zero: bool) -> float:
     return float(value)
 
 
-def _hwc_to_tensor(array: np.ndarray) -> torch.Tensor:
+def hwc_to_tensor(array: np.ndarray) -> torch.Tensor:
     """uint8 numpy ``N x H x W [x C]`` to a contiguous uint8 tensor ``N x C x H x W``."""
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {array.dtype}")
@@ -351,7 +351,7 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out) if out else images.new_zeros((0, images.shape[1], size, size))
 
 
-def _subset_indices(labels: np.ndarray, n: int | None, seed: int, purpose: str) -> np.ndarray:
+def subset_indices(labels: np.ndarray, n: int | None, seed: int, purpose: str) -> np.ndarray:
     if n is None:
         return np.arange(len(labels), dtype=np.int64)
     return stratified_subset(labels, n, seed, purpose)
@@ -388,7 +388,7 @@ def _shrink_official(
         caps = dict(zip(splits, counts.tolist()))
     out = {}
     for name, y in splits.items():
-        idx = _subset_indices(y, caps.get(name), seed, f"max_samples_{name}")
+        idx = subset_indices(y, caps.get(name), seed, f"max_samples_{name}")
         n = options.get(f"{name}_subset")
         if n is not None:
             idx = idx[stratified_subset(y[idx], n, seed, f"{name}_subset")]
@@ -396,7 +396,7 @@ def _shrink_official(
     return out
 
 
-def _split_pool(
+def split_pool(
     *,
     images: torch.Tensor,
     labels: np.ndarray,
@@ -407,7 +407,7 @@ def _split_pool(
     options: Mapping[str, Any],
 ) -> dict[str, Split]:
     """Stratified train / val / test split of an in-memory pool, after ``max_samples``."""
-    pool = _subset_indices(labels, options.get("max_samples"), seed, "max_samples")
+    pool = subset_indices(labels, options.get("max_samples"), seed, "max_samples")
     names = list(fractions)
     parts = stratified_split(labels[pool], [fractions[n] for n in names], seed)
     indices = {n: pool[p] for n, p in zip(names, parts)}

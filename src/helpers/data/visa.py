@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from helpers.data import fetch
-from helpers.data.decode import _build_file_splits, _list_images
+from helpers.data.decode import build_file_splits, list_images
 from helpers.data.splits import (
     DatasetNotFoundError,
     Split,
     _check_fraction,
     _largest_remainder,
-    _subset_indices,
+    subset_indices,
     stratified_split,
     stratified_subset,
 )
@@ -81,7 +81,7 @@ def _visa_objects(root: Path, objects: Any) -> list[str]:
     return wanted
 
 
-def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
+def load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str, Split]:
     size = 224 if size is None else size
     base = _visa_root(root)
     objects = _visa_objects(base, options.get("objects"))
@@ -93,7 +93,7 @@ def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[st
     if split == "paper":
         for oi, obj in enumerate(objects):
             for li, folder in enumerate(("Normal", "Anomaly")):
-                files = _list_images(base / obj / "Data" / "Images" / folder)
+                files = list_images(base / obj / "Data" / "Images" / folder)
                 paths += files
                 labels += [li] * len(files)
                 strata += [2 * oi + li] * len(files)
@@ -101,7 +101,7 @@ def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[st
             raise DatasetNotFoundError(f"no images in {base}/<object>/Data/Images/{{Normal,Anomaly}} for {objects}")
         y = np.asarray(labels, dtype=np.int64)
         st = np.asarray(strata, dtype=np.int64)
-        pool = _subset_indices(st, options.get("max_samples"), seed, "max_samples")
+        pool = subset_indices(st, options.get("max_samples"), seed, "max_samples")
         train, held = stratified_split(st[pool], [0.8, 0.2], seed)
         held_idx = pool[held]
         indices = {"train": pool[train], "val": held_idx, "test": held_idx}
@@ -143,7 +143,7 @@ def _load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[st
         else:
             tr, va = stratified_split(st[tr_all], [1 - val_fraction, val_fraction], seed)
             indices = {"train": tr_all[tr], "val": tr_all[va], "test": te_all}
-    return _build_file_splits(
+    return build_file_splits(
         paths=paths, labels=y, classes=classes, indices=indices, size=size, seed=seed, options=options,
         key_prefix="visa", on_disk=on_disk,
     )  # fmt: skip

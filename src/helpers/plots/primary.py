@@ -153,6 +153,14 @@ def _scenario_facets(df: pd.DataFrame, scenario: str) -> tuple[pd.DataFrame, lis
     return pd.concat(parts, ignore_index=True), forms
 
 
+def _scenario_title(fig, kind: str, scenario: str, what: str, *, frame: pd.DataFrame, forms, done, lookup) -> None:
+    """One scenario's figure title: what it shows, the training forms and seeds, then the MACs and status notes."""
+    text = f"{what}, scenario {_label('scenario', scenario)}; {_forms_note(frame, forms)}; {_seed_note(done)}"
+    for note in (_macs_title_note(lookup), status_note(frame)):
+        text = _with_title_note(text, note)
+    _suptitle(fig, _paper_title(kind, scenario, text))
+
+
 def _forms_note(frame: pd.DataFrame, forms: Sequence[str]) -> str:
     """What the figure's runs trained as, for its title (from the table, never assumed)."""
     dense_forms = _ordered_present(_forms(frame[frame["method"] == "dense"]), TRAINING_FORM_ORDER)
@@ -403,11 +411,8 @@ def training_curves(
                 handles.append(plt.Line2D([], [], color="grey", linestyle=":", marker="x"))
                 labels.append("diverged / failed run (not in the mean)")
             _legend_outside(fig, handles, labels, "method")
-            text = (f"{phase} {_METRIC_LABELS.get(metric, metric)} per epoch, scenario {_label('scenario', scenario)}; "
-                    f"{_forms_note(frame, forms)}; {_seed_note(done)}")  # fmt: skip
-            for note in (_macs_title_note(lookup), status_note(frame)):
-                text = _with_title_note(text, note)
-            _suptitle(fig, _paper_title(kind, scenario, text))
+            what = f"{phase} {_METRIC_LABELS.get(metric, metric)} per epoch"
+            _scenario_title(fig, kind, scenario, what, frame=frame, forms=forms, done=done, lookup=lookup)
         save_figure(fig, figures_dir, _file_stem(kind, scenario))
         figures[scenario] = fig
     return figures
@@ -461,10 +466,7 @@ def _per_scenario_bars(
                 _source_legend(fig, hatch_of, anchor_y=0.25)
             else:
                 _legend_outside(fig, *_method_handles(methods, palette), "method")
-            text = f"{what}, scenario {_label('scenario', scenario)}; {_forms_note(frame, forms)}; {_seed_note(done)}"
-            for note in (_macs_title_note(lookup), status_note(frame)):
-                text = _with_title_note(text, note)
-            _suptitle(fig, _paper_title(kind, scenario, text))
+            _scenario_title(fig, kind, scenario, what, frame=frame, forms=forms, done=done, lookup=lookup)
         save_figure(fig, figures_dir, _file_stem(kind, scenario))
         figures[scenario] = fig
     return figures
@@ -533,11 +535,8 @@ def test_metrics(
                 handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=1.2))
                 labels.append("majority class (accuracy floor)")
             _legend_outside(fig, handles, labels, "method")
-            text = (f"test accuracy, precision, recall, F1, scenario {_label('scenario', scenario)}; "
-                    f"{_forms_note(frame, forms)}; {_seed_note(done)}")  # fmt: skip
-            for note in (_macs_title_note(lookup), status_note(frame)):
-                text = _with_title_note(text, note)
-            _suptitle(fig, _paper_title("test_metrics", scenario, text))
+            what = "test accuracy, precision, recall, F1"
+            _scenario_title(fig, "test_metrics", scenario, what, frame=frame, forms=forms, done=done, lookup=lookup)
         save_figure(fig, figures_dir, _file_stem("test_metrics", scenario))
         figures[scenario] = fig
     return figures
