@@ -37,7 +37,7 @@ study: $(STAMP)
 
 test: $(STAMP)
 	@echo "make: testing with $(VENV) ($$($(PY) --version 2>&1))"
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=15
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider -n 2 --durations=15
 
 # Regenerates benchmarks/README.md's training tables (about 17 min on a 2-core CPU; run it on an idle machine).
 benchmarks: $(STAMP)

@@ -31,7 +31,7 @@ def _masked(name: str, scenario: str = "mixed") -> tuple[nn.Module, pruning.Prun
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
+@pytest.mark.parametrize("name", ["resnet18", "vgg16_mini"])  # VGG16's layers at widths / 8: 8 MB, not 0.5 GB
 def test_expanding_a_changed_compacted_model_reproduces_its_logits(name):
     model, method = _masked(name)
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -204,7 +204,9 @@ def test_compacted_runs_record_their_setup_time_in_the_first_epoch(both_forms):
 @pytest.mark.slow
 def test_vgg16_compacted_fit_equals_the_masked_fit():
     """VGG16: the flatten maps each removed filter to 49 columns of the first linear layer, whose
-    unstructured mask must shrink with it; dropout draws the same masks in both forms.
+    unstructured mask must shrink with it; dropout draws the same masks in both forms. On VGG16's layers
+    at widths / 8 (``vgg16_mini``: the same 7 x 7 pool, flatten and three linear layers), which keeps the
+    test command's memory low; tests/test_pruning_compact.py compacts the full-size VGG16.
 
     SGD, so that the weights can be compared: Adam's first steps move each weight by about ±lr
     whatever the size of its gradient, and an untrained VGG16 (no BatchNorm) has gradients so small
@@ -218,7 +220,7 @@ def test_vgg16_compacted_fit_equals_the_masked_fit():
     data = Data(x[:32], y[:32], x[32:], y[32:], x[32:], y[32:], num_classes=5)
     results = {}
     for form in ("masked", "compacted"):
-        model, method = _masked("vgg16")
+        model, method = _masked("vgg16_mini")
         trained, hooks = model, method
         if form == "compacted":
             trained, cmap = pruning.compact_with_map(model, x[:2], masks=method.masks)

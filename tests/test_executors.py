@@ -109,6 +109,86 @@ def test_a_run_whose_process_dies_is_recorded_as_failed(tmp_path, monkeypatch):
     assert "exit code 1" in yaml.safe_load(error.read_text())["error"]
 
 
+class _PidTask:
+    """Records each run's process and its parent in ``<run_id>.pid``; a run whose id is in ``die`` kills
+    its own process (SIGKILL) instead. Module-level, so that it pickles into the run's process."""
+
+    def __init__(self, die: tuple[str, ...] = (), hang: tuple[str, ...] = ()) -> None:
+        self.die, self.hang = die, hang
+
+    def run_one(self, spec, study, *, progress=False):
+        if spec.run_id in self.die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        (Path(study) / f"{spec.run_id}.pid").write_text(f"{os.getpid()} {os.getppid()}")
+        if spec.run_id in self.hang:
+            time.sleep(120)
+        return "completed"
+
+    def failure_ids(self, spec):
+        return primary.KIND.failure_ids(spec)
+
+
+def _pids(study: Path, specs) -> list[tuple[int, int]]:
+    return [tuple(map(int, (study / f"{s.run_id}.pid").read_text().split())) for s in specs]
+
+
+def test_each_run_gets_a_process_of_its_own_and_one_that_dies_loses_only_its_run(tmp_path):
+    specs = expand_grid(load_params({**TINY, "out": str(tmp_path)}))
+    assert len(specs) == 3
+    statuses = executors.LocalExecutor().run(specs, tmp_path, task=_PidTask(die=(specs[1].run_id,)), progress=False)
+    assert [statuses[s.run_id] for s in specs] == ["completed", "failed", "completed"]
+    error = yaml.safe_load((lifecycle.work_dir(tmp_path, specs[1].run_id) / "error.json").read_text())["error"]
+    assert f"exit code {-signal.SIGKILL}" in error
+    (pid_a, parent_a), (pid_c, parent_c) = _pids(tmp_path, [specs[0], specs[2]])
+    assert len({pid_a, pid_c, os.getpid()}) == 3  # a process per run, none of them this one
+    if executors._FORK_SERVER:  # forked from one server, which outlived the killed run and is gone now
+        assert parent_a == parent_c != os.getpid()
+        with pytest.raises(ProcessLookupError):
+            os.kill(parent_a, 0)
+
+
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_an_interrupted_grid_leaves_no_run_behind(tmp_path, monkeypatch, fork_server):
+    monkeypatch.setattr(executors, "_FORK_SERVER", fork_server and executors._FORK_SERVER)
+    spec = expand_grid(load_params({**TINY, "out": str(tmp_path)}))[0]
+    pid_file = tmp_path / f"{spec.run_id}.pid"
+
+    def interrupt_when_the_run_is_under_way():
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C, to this process only
+
+    threading.Thread(target=interrupt_when_the_run_is_under_way, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        executors.LocalExecutor().run([spec], tmp_path, task=_PidTask(hang=(spec.run_id,)), progress=False)
+    assert time.monotonic() - start < 20  # the run (sleeping 120 s) did not hold the grid
+    [(pid, parent)] = _pids(tmp_path, [spec])
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid) and not _alive(parent if parent != os.getpid() else pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path(f"/proc/{pid}").exists() else True
+
+
+def test_without_the_fork_server_each_run_is_a_fresh_interpreter(tmp_path, monkeypatch):
+    """The path outside Linux (macOS, Windows): an interpreter per run, started by this process."""
+    monkeypatch.setattr(executors, "_FORK_SERVER", False)
+    specs = expand_grid(load_params({**TINY, "out": str(tmp_path)}))[:2]
+    statuses = executors.LocalExecutor().run(specs, tmp_path, task=_PidTask(), progress=False)
+    assert set(statuses.values()) == {"completed"}
+    (pid_a, parent_a), (pid_b, parent_b) = _pids(tmp_path, specs)
+    assert pid_a != pid_b and parent_a == parent_b == os.getpid()
+
+
 def test_executor_settings_do_not_change_run_ids():
     local = [s.run_id for s in expand_grid(load_params(TINY))]
     for executor in ("dask", DASK, SLURM, {"kind": "dask", "scheduler": "tcp://127.0.0.1:8786"}):
