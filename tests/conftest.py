@@ -10,7 +10,7 @@ Shared fixtures:
 
 Peak memory, to find what holds the test command's peak RSS (issue 16: at most 4 GB):
 
-    PRUNING_STUDY_RSS_REPORT=rss.tsv .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+    PRUNING_STUDY_RSS_REPORT=rss.tsv .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -n 0
 
 writes one line per test: its node id, seconds, the pytest process's peak resident memory during that test
 (Linux: the peak is reset before each test through /proc/self/clear_refs), and the largest peak of any

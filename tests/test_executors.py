@@ -133,8 +133,7 @@ def _pids(study: Path, specs) -> list[tuple[int, int]]:
 
 
 def test_each_run_gets_a_process_of_its_own_and_one_that_dies_loses_only_its_run(tmp_path):
-    specs = expand_grid(load_params({**TINY, "out": str(tmp_path)}))
-    assert len(specs) == 3
+    specs = expand_grid(load_params({**TINY, "out": str(tmp_path)}))[:3]
     statuses = executors.LocalExecutor().run(specs, tmp_path, task=_PidTask(die=(specs[1].run_id,)), progress=False)
     assert [statuses[s.run_id] for s in specs] == ["completed", "failed", "completed"]
     error = yaml.safe_load((lifecycle.work_dir(tmp_path, specs[1].run_id) / "error.json").read_text())["error"]
@@ -143,8 +142,7 @@ def test_each_run_gets_a_process_of_its_own_and_one_that_dies_loses_only_its_run
     assert len({pid_a, pid_c, os.getpid()}) == 3  # a process per run, none of them this one
     if executors._FORK_SERVER:  # forked from one server, which outlived the killed run and is gone now
         assert parent_a == parent_c != os.getpid()
-        with pytest.raises(ProcessLookupError):
-            os.kill(parent_a, 0)
+        assert not _alive(parent_a)
 
 
 @pytest.mark.parametrize("fork_server", [True, False])
@@ -159,10 +157,15 @@ def test_an_interrupted_grid_leaves_no_run_behind(tmp_path, monkeypatch, fork_se
             time.sleep(0.05)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C, to this process only
 
+    # Python's own Ctrl-C handler (importing dask_jobqueue.runner, as an earlier test may, replaces it)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_when_the_run_is_under_way, daemon=True).start()
     start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        executors.LocalExecutor().run([spec], tmp_path, task=_PidTask(hang=(spec.run_id,)), progress=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executors.LocalExecutor().run([spec], tmp_path, task=_PidTask(hang=(spec.run_id,)), progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 20  # the run (sleeping 120 s) did not hold the grid
     [(pid, parent)] = _pids(tmp_path, [spec])
     deadline = time.monotonic() + 5
