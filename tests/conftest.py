@@ -120,31 +120,16 @@ def _test_file(nodeid: str) -> str:
     return "notebooks" if path.startswith("notebooks/") else path
 
 
-#: The units that take longest (``--durations`` of the test command, 2026-12-03), handed out first so that
-#: no worker is left with a two-minute file while the other idles; the rest follow in collection order.
-LONGEST_FIRST = ("tests/test_faults.py", "notebooks", "tests/test_executors.py", "tests/test_runner.py",
-                 "tests/test_memory.py", "tests/test_companion.py", "tests/test_streaming.py")  # fmt: skip
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under xdist, the workers' collection puts :data:`LONGEST_FIRST` first (the order within a file kept)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(_test_file(item.nodeid), len(rank)))
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist (``-n 2``), whole files per worker (see :func:`_test_file`), in the workers'
-    collection order. xdist's own ``--dist loadgroup`` cannot do this: it tags node ids, which pytest 9
-    no longer lets a plugin change."""
+    """Under pytest-xdist (``-n 2``), whole files per worker (see :func:`_test_file`). xdist's own
+    ``--dist loadgroup`` cannot do this: it tags node ids, which pytest 9 no longer lets a plugin change."""
     from xdist.scheduler import LoadScopeScheduling  # only under xdist, which calls this hook
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _test_file(nodeid)
 
-    config.option.loadscopereorder = False  # xdist would put the files with most tests first instead
     return ByFile(config, log)
 
 
