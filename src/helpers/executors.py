@@ -486,15 +486,19 @@ class LocalExecutor:
         self.process_per_run = process_per_run
 
     @staticmethod
-    def _run_forked(server: _ForkServer, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
+    def _status(task: Task, spec: RunSpec, study: Path, status: str, code: int | None) -> str:
+        """The run's reported status; without one its process died (exit ``code``): recorded as failed."""
+        if status:
+            return status
+        try:
+            raise RuntimeError(f"the run's process ended (exit code {code}) before finishing")
+        except RuntimeError as exc:  # raised, so that the record carries a traceback
+            _record(task, spec, study, exc)
+        return "failed"
+
+    def _run_forked(self, server: _ForkServer, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
         code, status = server.run(spec, study, progress)
-        if not status:
-            try:
-                raise RuntimeError(f"the run's process ended (exit code {code}) before finishing")
-            except RuntimeError as exc:
-                _record(task, spec, study, exc)
-            status = "failed"
-        return status
+        return self._status(task, spec, study, status, code)
 
     def _run_in_process(self, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
         """Run ``spec`` in a fresh interpreter (``python -c``; unlike ``multiprocessing``'s spawn it never
@@ -520,13 +524,7 @@ class LocalExecutor:
             if proc.poll() is None:  # interrupted (Ctrl-C): the run does not outlive the grid
                 proc.kill()
                 proc.wait()
-        if not status:
-            try:
-                raise RuntimeError(f"the run's process ended (exit code {proc.returncode}) before finishing")
-            except RuntimeError as exc:
-                _record(task, spec, study, exc)
-            status = "failed"
-        return status
+        return self._status(task, spec, study, status, proc.returncode)
 
     def run(self, specs: Sequence[RunSpec], study: Path, *, task: Task, progress: bool = True,
             desc: str = "study") -> dict[str, str]:  # fmt: skip
