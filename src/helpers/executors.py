@@ -542,6 +542,8 @@ class LocalExecutor:
                 bar.set_postfix_str(spec.run_id, refresh=False)
                 if self.process_per_run and _FORK_SERVER:
                     if server is None or not server.alive():  # started at the first run; again if it died
+                        if server is not None:
+                            server.close()  # its pipes
                         server = _ForkServer(task)
                     statuses[spec.run_id] = self._run_forked(server, task, spec, study, progress)
                     continue
