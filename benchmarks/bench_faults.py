@@ -6,8 +6,10 @@ left (temporary files, checkpoints, ``trained.pt``, work folders, ``error.json``
 set aside under ``runs/.damaged/``, and whether the final test metrics (and every epoch's train / val
 metrics) equal those of an uninterrupted run of the same grid with the same seeds.
 
-The uninterrupted grid runs in this process (:func:`helpers.runner.run_study`; T its wall time), the
-faulted one as the README's command, ``python -m helpers train``, in child processes. Kill moments:
+The uninterrupted grid runs in this process, its runs too (:func:`helpers.runner.run_study` with
+``process_per_run: false``; T its wall time: the runs' work, no process start), the faulted one as the
+README's command, ``python -m helpers train``, in child processes (the executor's setting is not part
+of the run ids, and where a run executes does not change its results). Kill moments:
 ``kills`` points drawn uniformly (seeded) in ``(0, fraction * T)``, sorted; process ``i`` is killed
 ``t_i - t_{i-1}`` seconds after its work began (it writes the study's ``params.json`` once imports, data
 and checks are done), so each process gets about as far as the uninterrupted grid did between two
@@ -198,7 +200,8 @@ def fault_injection(workdir: str | os.PathLike, *, kills: int = 20, seed: int = 
     ref_params = grid(workdir / "out", "reference", models=models, methods=methods, epochs=epochs,
                       train_subset=train_subset)  # fmt: skip
     start = time.perf_counter()
-    runner.run_study(ref_params, progress=False)  # uninterrupted, in this process (same code, same seeds)
+    in_process = {**ref_params, "executor": {"kind": "local", "process_per_run": False}}
+    runner.run_study(in_process, progress=False)  # uninterrupted, in this process (same code, same seeds)
     reference_s = time.perf_counter() - start
     faulted_params = {**ref_params, "name": "faulted"}
     path = _write_params(workdir, faulted_params)

@@ -13,8 +13,10 @@ Peak memory, to find what holds the test command's peak RSS (issue 16: at most 4
     PRUNING_STUDY_RSS_REPORT=rss.tsv .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -n 0
 
 writes one line per test: its node id, seconds, the pytest process's peak resident memory during that test
-(Linux: the peak is reset before each test through /proc/self/clear_refs), and the largest peak of any
-finished child process so far (kernels, subprocesses, Dask workers; it cannot be reset, so it only grows).
+(Linux: the peak is reset before each test through /proc/self/clear_refs), the largest peak of any
+finished child process so far (kernels, subprocesses, Dask workers; it cannot be reset, so it only grows),
+and the bytes the test wrote to storage (issue 16: at most 2 GB in all): this process's ``write_bytes`` from
+/proc/self/io plus what its finished child processes wrote.
 Without the variable nothing happens.
 """
 
@@ -40,19 +42,27 @@ def _peak_mib() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+def _written_bytes() -> int:
+    """Bytes this process and its finished children sent to storage (files deleted before they were flushed
+    count too: the kernel charges a write when the page is dirtied)."""
+    own = int(re.search(r"write_bytes:\s+(\d+)", Path("/proc/self/io").read_text()).group(1))
+    return own + resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
+
+
 if _REPORT and Path("/proc/self/clear_refs").exists():
 
     def pytest_sessionstart(session):
-        Path(_REPORT).write_text("test\tseconds\tpeak_rss_mib\tchildren_max_rss_mib\n")
+        Path(_REPORT).write_text("test\tseconds\tpeak_rss_mib\tchildren_max_rss_mib\twritten_mib\n")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
         Path("/proc/self/clear_refs").write_text("5")  # reset this process's peak RSS
-        start = time.perf_counter()
+        start, written = time.perf_counter(), _written_bytes()
         yield
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        written = (_written_bytes() - written) / 2**20
         with open(_REPORT, "a") as fh:
-            fh.write(f"{item.nodeid}\t{time.perf_counter() - start:.2f}\t{_peak_mib():.0f}\t{children:.0f}\n")
+            fh.write(f"{item.nodeid}\t{time.perf_counter() - start:.2f}\t{_peak_mib():.0f}\t{children:.0f}\t{written:.0f}\n")
 
 
 _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None

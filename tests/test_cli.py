@@ -15,7 +15,8 @@ from helpers import __main__ as cli
 ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = {
-    "name": "cli", "datasets": ["digits"], "models": ["resnet18"], "methods": ["pre_training"],
+    # resnet18_mini (ResNet18's layout at widths / 8): these tests are about the command, not the network's size
+    "name": "cli", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["pre_training"],
     "scenarios": ["uniform"], "epochs": 1, "batch_size": 16, "train_subset": 24, "val_subset": 20,
     "test_subset": 20, "threads": 1, "inference": {"samples": 2, "warmup": 1},
 }  # fmt: skip

@@ -22,7 +22,7 @@ COMPANION_NOTEBOOKS = {"05_criteria.ipynb": "criteria_smoke", "06_granularity.ip
 
 def _tiny(out, kind: str, **changes):
     params = {
-        "name": f"tiny_{kind}", "study_kind": kind, "datasets": ["digits"], "models": ["resnet18"], "epochs": 1,
+        "name": f"tiny_{kind}", "study_kind": kind, "datasets": ["digits"], "models": ["resnet18_mini"], "epochs": 1,
         "batch_size": 16, "lr": 1e-3, "train_subset": 48, "val_subset": 20, "test_subset": 30, "threads": 1,
         "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "finetune": {"epochs": 1, "batch_size": 16},
         "criteria": ["l1", "bn_slimming_l1"], "granularities": ["weight", "neuron", "structured"], "budgets": [0.5],

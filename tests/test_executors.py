@@ -5,8 +5,10 @@ Every cluster here binds to 127.0.0.1, without a dashboard; workers are processe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,7 +24,7 @@ from helpers.config import ParamsError, expand_grid, load_params
 
 distributed = pytest.importorskip("distributed")
 
-TINY = {  # ResNet18's layout at widths / 8 (the killed-worker test uses resnet18: its runs last long enough)
+TINY = {  # ResNet18's layout at widths / 8
     "name": "grid", "datasets": ["digits"], "models": ["resnet18_mini"],
     "methods": ["pre_training", "post_training", "set"], "scenarios": ["uniform"], "epochs": 1,
     "batch_size": 16, "train_subset": 32, "val_subset": 20, "test_subset": 20, "threads": 1,
@@ -192,6 +194,45 @@ def test_without_the_fork_server_each_run_is_a_fresh_interpreter(tmp_path, monke
     assert pid_a != pid_b and parent_a == parent_b == os.getpid()
 
 
+_PRESTARTED_SCRIPT = """
+import json, os, sys
+sys.path[:0] = json.loads(sys.argv[1])
+from helpers import executors
+from helpers.config import expand_grid, load_params
+from test_executors import TINY, _PidTask
+from pathlib import Path
+study = Path(sys.argv[2])
+specs = expand_grid(load_params({**TINY, "out": str(study)}))[:2]
+executors.prestart_fork_server("local")
+server = executors._PRESTARTED.proc.pid
+statuses = executors.LocalExecutor().run(specs, study, task=_PidTask(), progress=False)
+executors.prestart_fork_server({"kind": "local", "process_per_run": False})  # runs in this process: no server
+assert executors._PRESTARTED is None
+executors.prestart_fork_server("local")
+unused = executors._PRESTARTED.proc.pid
+print(json.dumps({"statuses": statuses, "server": server, "unused": unused, "me": os.getpid(),
+                  "runs": [Path(study, s.run_id + ".pid").read_text() for s in specs]}))
+"""
+
+
+@pytest.mark.skipif(not executors._FORK_SERVER, reason="the fork server is Linux-only")
+def test_a_prestarted_fork_server_is_this_process_forked_and_serves_the_runs(tmp_path):
+    """``python -m helpers`` forks the server from itself once its parameters are read (no second interpreter
+    importing torch); the runs are forked from that server; a server no executor took ends with its process."""
+    paths = json.dumps([str(Path(__file__).parent), *sys.path])
+    command = [sys.executable, "-c", _PRESTARTED_SCRIPT, paths, str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(report["statuses"].values()) == {"completed"}
+    (pid_a, parent_a), (pid_b, parent_b) = [tuple(map(int, line.split())) for line in report["runs"]]
+    assert parent_a == parent_b == report["server"] and len({pid_a, pid_b, report["server"], report["me"]}) == 4
+    deadline = time.monotonic() + 5
+    while (_alive(report["server"]) or _alive(report["unused"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(report["server"]) and not _alive(report["unused"])
+
+
 def test_executor_settings_do_not_change_run_ids():
     local = [s.run_id for s in expand_grid(load_params(TINY))]
     for executor in ("dask", DASK, SLURM, {"kind": "dask", "scheduler": "tcp://127.0.0.1:8786"}):
@@ -267,7 +308,7 @@ def test_local_cluster_gives_the_same_runs_as_the_local_executor(tmp_path, capsy
 
 
 COMPANION = {
-    "name": "criteria_grid", "study_kind": "criteria", "datasets": ["digits"], "models": ["resnet18"], "epochs": 1,
+    "name": "criteria_grid", "study_kind": "criteria", "datasets": ["digits"], "models": ["resnet18_mini"], "epochs": 1,
     "batch_size": 16, "lr": 1e-3, "train_subset": 48, "val_subset": 20, "test_subset": 30, "threads": 1,
     "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "finetune": {"epochs": 1, "batch_size": 16},
     "criteria": ["l1", "bn_slimming_l1"],
@@ -295,8 +336,8 @@ def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
     from distributed import Client, LocalCluster
 
     params = load_params({
-        **TINY, "models": ["resnet18"], "methods": ["pre_training", "in_training", "post_training"], "epochs": 3,
-        "train_subset": 96,
+        # 800 images: an epoch of resnet18_mini lasts about 3 s on one thread, long enough to be killed in
+        **TINY, "methods": ["pre_training", "in_training", "post_training"], "epochs": 3, "train_subset": 800,
         "out": str(tmp_path / "out"),
     })  # fmt: skip
     specs = expand_grid(params)

@@ -149,7 +149,7 @@ def test_model_file_round_trips_sparse_linear_layers(tmp_path):
 
 def test_runner_inference_rows_record_the_linear_formats(tmp_path, monkeypatch):
     params = load_params({
-        "name": "sparse", "datasets": ["digits"], "models": ["resnet18"], "methods": ["pre_training"],
+        "name": "sparse", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["pre_training"],
         "scenarios": ["mixed"], "epochs": 1, "batch_size": 16, "train_subset": 32, "val_subset": 16,
         "test_subset": 16, "threads": 1, "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1, 2]},
         "out": str(tmp_path), "executor": {"kind": "local", "process_per_run": False},  # the patch is in this process

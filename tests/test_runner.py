@@ -27,8 +27,7 @@ IN_PROCESS = {"kind": "local", "process_per_run": False}  # for tests that patch
 
 def _tiny(out, **changes):
     params = {
-        # ResNet18's layout at widths / 8: what these tests check does not depend on the widths (the SIGKILL
-        # test below keeps resnet18, whose epochs last long enough to be killed in)
+        # ResNet18's layout at widths / 8: what these tests check does not depend on the widths
         "name": "tiny", "datasets": ["digits"], "models": ["resnet18_mini"],
         "methods": ["pre_training", "in_training", "post_training", "set"], "scenarios": ["mixed"],
         "epochs": 2, "batch_size": 16, "train_subset": 40, "val_subset": 20, "test_subset": 30, "threads": 1,
@@ -245,8 +244,10 @@ def test_preflight_errors_write_nothing(tmp_path):
 
 def test_sigkill_mid_epoch_then_rerun_finishes_cleanly(tmp_path):
     params = {
-        "name": "killed", "datasets": ["digits"], "models": ["resnet18"], "methods": ["in_training"],
-        "scenarios": ["uniform"], "epochs": 3, "batch_size": 16, "train_subset": 320, "val_subset": 20,
+        # resnet18_mini on 800 images: an epoch lasts about 3 s on one thread, so the kill lands in epoch 2,
+        # and a checkpoint weighs 2 MB, not full ResNet18's 135 MB (model and Adam's state)
+        "name": "killed", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["in_training"],
+        "scenarios": ["uniform"], "epochs": 3, "batch_size": 16, "train_subset": 800, "val_subset": 20,
         "test_subset": 30, "threads": 1, "inference": {"samples": 2, "warmup": 1}, "out": str(tmp_path / "out"),
     }  # fmt: skip
     path = tmp_path / "killed.yaml"

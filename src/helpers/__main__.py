@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 import helpers.study  # looked up at call time (helpers.study.run_notebooks), so tests can stand in for it
+from helpers import executors
 from helpers.config import ParamsError, load_params
 from helpers.files import WriteFailedError
 from helpers.results import load_tables
@@ -45,8 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+def main(argv: Sequence[str] | None = None, *, fork_server: bool = False) -> int:
+    """Entry point; returns the exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        fork_server: fork the local executor's fork server from this process once the parameters are read
+            (:func:`helpers.executors.prestart_fork_server`). Only for a process that has run no torch
+            operation: ``python -m helpers`` passes it, a caller that has computed something must not.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -54,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
         if args.out is not None:
             params = load_params({**params.to_dict(), "out": args.out})
+        if fork_server:
+            executors.prestart_fork_server(params["executor"])
         study_dir = run_study(params, progress=not args.quiet)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WriteFailedError as exc:  # a table could not be written (disk full, ...): one line, retry later
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        executors.discard_prestarted()  # unused (every run was already finished, or the grid failed to start)
 
     runs = load_tables(study_dir)["runs"]
     counts = runs["status"].value_counts().to_dict() if len(runs) else {}
@@ -80,4 +92,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(fork_server=True))

@@ -10,8 +10,9 @@ OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
   left in the allocator; the process ends with the run and shares nothing with the others but the files
   on disk (the prepared data cache, the dense run a ``post_training`` run reuses). On Linux the process is
   forked from a server that imported helpers and the study once and computes nothing (a few milliseconds
-  per run instead of the ~5 s an interpreter takes to import torch); elsewhere it is a fresh interpreter
-  started with ``sys.executable``. A forked run's resident memory counts the library pages it touches,
+  per run instead of the ~5 s an interpreter takes to import torch); ``python -m helpers`` forks that
+  server from itself once its parameters are read, before any torch operation, so that not even the
+  server imports torch a second time. Elsewhere each run is a fresh interpreter started with ``sys.executable``. A forked run's resident memory counts the library pages it touches,
   not the ~0.4 GB an interpreter touches while importing torch: peaks recorded before 2026-12-03, with an
   interpreter per run, are that much higher for small models. ``{kind: local, process_per_run: false}``
   runs them in this process instead (the peak memory of every run but the first then includes what
@@ -66,6 +67,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -356,11 +358,15 @@ def _forker_main(request_fd: int, reply_fd: int) -> None:
     The server imports helpers and the task's module once (unpickling the task imports it) and computes
     nothing, so each child starts as a fresh interpreter would after its imports: no run before it, no
     tensor in its allocator, no thread pool. The child runs the run as :func:`_own_process_main` does; the
-    server waits for it and replies ``exit code <tab> status``.
+    server waits for it and replies ``exit code <tab> status``. A server whose executor never sent a task
+    (a command that ended before its first run) ends when the request pipe closes.
     """
     requests = os.fdopen(request_fd, "rb")
     replies = os.fdopen(reply_fd, "w")
-    task, parent = pickle.load(requests)
+    try:
+        task, parent = pickle.load(requests)
+    except EOFError:  # prestarted, never used
+        return
     _die_with_parent(parent)
     server = os.getpid()
     while True:
@@ -407,24 +413,92 @@ def _run_here(task: Task, spec: RunSpec, study: str, progress: bool, status_fd: 
 #: Runs' own processes are forked from a server on Linux (where ``PR_SET_PDEATHSIG`` ties each to its parent);
 #: elsewhere (macOS, where forking after importing system frameworks is unsafe; Windows) they are fresh interpreters.
 _FORK_SERVER = sys.platform.startswith("linux")
+_PRESTARTED: _ForkServer | None = None
+
+
+def prestart_fork_server(cfg: str | Mapping[str, Any]) -> None:
+    """For the executor ``cfg`` when it gives each run a process of its own on this machine (``local``,
+    ``process_per_run``), fork its fork server from this process now, so that the server need not start an
+    interpreter and import torch again (~5 s). Call it only from a process that has imported what it needs
+    and has run no torch operation yet (``python -m helpers`` does, right after reading its parameters):
+    the server and every run it forks inherit this process's state. The next :class:`LocalExecutor` run
+    takes it; :func:`discard_prestarted` ends it if none did. Linux only (elsewhere nothing)."""
+    global _PRESTARTED
+    cfg = validate_executor(cfg)
+    local = cfg == "local" or (cfg["kind"] == "local" and cfg["process_per_run"])
+    if local and _FORK_SERVER and _PRESTARTED is None:
+        _PRESTARTED = _ForkServer(fork=True)
+
+
+def discard_prestarted() -> None:
+    """End the prestarted fork server if no executor took it."""
+    global _PRESTARTED
+    server, _PRESTARTED = _PRESTARTED, None
+    if server is not None:
+        server.close()
+
+
+def _take_prestarted() -> _ForkServer | None:
+    global _PRESTARTED
+    server, _PRESTARTED = _PRESTARTED, None
+    if server is not None and not server.alive():
+        server.close()  # its pipes
+        return None
+    return server
+
+
+class _Forked:
+    """A child forked from this process, with the part of ``subprocess.Popen``'s interface the server uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None and self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        deadline = time.monotonic() + (timeout or 0.0)
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 class _ForkServer:
-    """A fresh interpreter that imports helpers and the task once, then forks a process per run.
+    """A process that has imported helpers and the task once, then forks a process per run.
 
     Starting an interpreter and importing torch, torchvision and helpers takes about 5 s on a 2-core CPU;
     a fork takes milliseconds. Each run still gets a process of its own that ends with it (its CPU peak
     memory is its own). If the executor's process dies, the kernel kills the server, and the server's
     death kills the run (``PR_SET_PDEATHSIG`` at each step, Linux).
+
+    The server is a fresh interpreter, or (``fork=True``, :func:`prestart_fork_server`) a fork of this
+    process, made before it ran any torch operation: the same imports, without paying them twice.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, *, fork: bool = False) -> None:
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
-        code = f"from helpers.executors import _forker_main; _forker_main({request_read}, {reply_write})"
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", code], env=_child_env(), stdin=subprocess.DEVNULL,
-                                         pass_fds=(request_read, reply_write))  # fmt: skip
+            if fork:
+                self.proc: subprocess.Popen | _Forked = _Forked(self._fork(request_read, reply_write,
+                                                                           (request_write, reply_read)))  # fmt: skip
+            else:
+                code = f"from helpers.executors import _forker_main; _forker_main({request_read}, {reply_write})"
+                self.proc = subprocess.Popen([sys.executable, "-c", code], env=_child_env(),
+                                             stdin=subprocess.DEVNULL, pass_fds=(request_read, reply_write))  # fmt: skip
         except BaseException:
             os.close(request_write)
             os.close(reply_read)
@@ -434,7 +508,27 @@ class _ForkServer:
             os.close(reply_write)
         self._requests = os.fdopen(request_write, "wb")
         self._replies = os.fdopen(reply_read)
+
+    @staticmethod
+    def _fork(request_fd: int, reply_fd: int, parent_ends: tuple[int, int]) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:  # the server: never back into the caller's code or its exit handlers
+            for fd in parent_ends:
+                os.close(fd)
+            _forker_main(request_fd, reply_fd)
+            code = 0
+        finally:
+            os._exit(code)
+
+    def start(self, task: Task) -> _ForkServer:
+        """Hand the server its task (and this process's pid, whose death ends it)."""
         self._send((task, os.getpid()))
+        return self
 
     def _send(self, message: Any) -> bool:
         try:
@@ -544,7 +638,7 @@ class LocalExecutor:
                     if server is None or not server.alive():  # started at the first run; again if it died
                         if server is not None:
                             server.close()  # its pipes
-                        server = _ForkServer(task)
+                        server = (_take_prestarted() or _ForkServer()).start(task)
                     statuses[spec.run_id] = self._run_forked(server, task, spec, study, progress)
                     continue
                 if self.process_per_run:
