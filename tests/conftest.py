@@ -8,15 +8,18 @@ Shared fixtures:
 - ``tiny_cnn``: builds :class:`TinyCNN`, a one-convolution classifier of 1 x 8 x 8 images that trains and
   measures in milliseconds.
 
-Peak memory, to find what holds the test command's peak RSS (issue 16: at most 4 GB):
+Peak memory, disk writes and CPU per test, to find what holds the test command's peak RSS, bytes written
+and time (issue 16: at most 4 GB, 2 GB and 8 minutes):
 
     PRUNING_STUDY_RSS_REPORT=rss.tsv .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -n 0
 
-writes one line per test: its node id, seconds, the pytest process's peak resident memory during that test
+writes one line per test (with ``-n 2`` each worker appends its own): its node id, seconds, the pytest
+process's peak resident memory during that test
 (Linux: the peak is reset before each test through /proc/self/clear_refs), the largest peak of any
 finished child process so far (kernels, subprocesses, Dask workers; it cannot be reset, so it only grows),
-and the bytes the test wrote to storage (issue 16: at most 2 GB in all): this process's ``write_bytes`` from
-/proc/self/io plus what its finished child processes wrote.
+the bytes the test wrote to storage (issue 16: at most 2 GB in all): this process's ``write_bytes`` from
+/proc/self/io plus what its finished child processes wrote, and the CPU seconds it took (this process and
+its finished children: unlike its wall time, not inflated by the other worker of ``-n 2``).
 Without the variable nothing happens.
 """
 
@@ -42,6 +45,11 @@ def _peak_mib() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _written_bytes() -> int:
     """Bytes this process and its finished children sent to storage (files deleted before they were flushed
     count too: the kernel charges a write when the page is dirtied)."""
@@ -52,17 +60,20 @@ def _written_bytes() -> int:
 if _REPORT and Path("/proc/self/clear_refs").exists():
 
     def pytest_sessionstart(session):
-        Path(_REPORT).write_text("test\tseconds\tpeak_rss_mib\tchildren_max_rss_mib\twritten_mib\n")
+        if os.environ.get("PYTEST_XDIST_WORKER"):  # -n 2: the controller wrote the header, workers append
+            return
+        Path(_REPORT).write_text("test\tseconds\tpeak_rss_mib\tchildren_max_rss_mib\twritten_mib\tcpu_s\n")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
         Path("/proc/self/clear_refs").write_text("5")  # reset this process's peak RSS
-        start, written = time.perf_counter(), _written_bytes()
+        start, written, cpu = time.perf_counter(), _written_bytes(), _cpu_seconds()
         yield
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        written = (_written_bytes() - written) / 2**20
+        written, cpu = (_written_bytes() - written) / 2**20, _cpu_seconds() - cpu
         with open(_REPORT, "a") as fh:
-            fh.write(f"{item.nodeid}\t{time.perf_counter() - start:.2f}\t{_peak_mib():.0f}\t{children:.0f}\t{written:.0f}\n")
+            fh.write(f"{item.nodeid}\t{time.perf_counter() - start:.2f}\t{_peak_mib():.0f}\t{children:.0f}"
+                     f"\t{written:.0f}\t{cpu:.2f}\n")
 
 
 _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None

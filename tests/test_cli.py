@@ -19,6 +19,9 @@ GOOD = {
     "name": "cli", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["pre_training"],
     "scenarios": ["uniform"], "epochs": 1, "batch_size": 16, "train_subset": 24, "val_subset": 20,
     "test_subset": 20, "threads": 1, "inference": {"samples": 2, "warmup": 1},
+    # the runs in the command's process: a process per run is tested through the command in test_runner
+    # (the SIGKILL test) and test_faults (fault injection)
+    "executor": {"kind": "local", "process_per_run": False},
 }  # fmt: skip
 
 MALFORMED = {

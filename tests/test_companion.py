@@ -27,6 +27,8 @@ def _tiny(out, kind: str, **changes):
         "inference": {"samples": 2, "warmup": 1, "batch_sizes": [1]}, "finetune": {"epochs": 1, "batch_size": 16},
         "criteria": ["l1", "bn_slimming_l1"], "granularities": ["weight", "neuron", "structured"], "budgets": [0.5],
         "out": str(out),
+        # in this process: a process per run is tested in test_executors (a companion study on the fork server)
+        "executor": {"kind": "local", "process_per_run": False},
     }  # fmt: skip
     params.update(changes)
     return load_params(params)

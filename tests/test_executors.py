@@ -288,7 +288,9 @@ def test_job_script_from_a_study_file(tmp_path):
 
 
 def test_local_cluster_gives_the_same_runs_as_the_local_executor(tmp_path, capsys):
-    local = runner.run_study(load_params({**TINY, "out": str(tmp_path / "local")}), progress=False)
+    # the local executor running the runs in this process (its process per run: the companion test below)
+    in_process = {"kind": "local", "process_per_run": False}
+    local = runner.run_study(load_params({**TINY, "out": str(tmp_path / "local"), "executor": in_process}), progress=False)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(TINY))
     # through the command line, as a user would switch executors
@@ -336,8 +338,8 @@ def test_a_killed_worker_loses_only_its_run_and_the_grid_completes(tmp_path):
     from distributed import Client, LocalCluster
 
     params = load_params({
-        # 800 images: an epoch of resnet18_mini lasts about 3 s on one thread, long enough to be killed in
-        **TINY, "methods": ["pre_training", "in_training", "post_training"], "epochs": 3, "train_subset": 800,
+        # 480 images: an epoch of resnet18_mini lasts about 1-2 s on one thread, long enough to be killed in
+        **TINY, "methods": ["pre_training", "in_training", "post_training"], "epochs": 3, "train_subset": 480,
         "out": str(tmp_path / "out"),
     })  # fmt: skip
     specs = expand_grid(params)

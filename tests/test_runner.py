@@ -145,7 +145,7 @@ def test_runs_record_their_theoretical_cost_and_whose_memory_it_is(tiny_study):
 
 def test_compacted_training_counts_the_network_it_trained(tmp_path):
     params = _tiny(tmp_path, methods=["in_training"], scenarios=["uniform"], training_form="compacted",
-                   inference={"samples": 1, "warmup": 0, "batch_sizes": [1]})  # fmt: skip
+                   inference={"samples": 1, "warmup": 0, "batch_sizes": [1]}, executor=IN_PROCESS)  # fmt: skip
     study = runner.run_study(params, progress=False)
     runs = pd.read_csv(study / "results" / "runs.csv").set_index("method")
     epochs = pd.read_csv(study / "results" / "epochs.csv")
@@ -244,10 +244,10 @@ def test_preflight_errors_write_nothing(tmp_path):
 
 def test_sigkill_mid_epoch_then_rerun_finishes_cleanly(tmp_path):
     params = {
-        # resnet18_mini on 800 images: an epoch lasts about 3 s on one thread, so the kill lands in epoch 2,
+        # resnet18_mini on 480 images: an epoch lasts about 1-2 s on one thread, so the kill lands in epoch 2,
         # and a checkpoint weighs 2 MB, not full ResNet18's 135 MB (model and Adam's state)
         "name": "killed", "datasets": ["digits"], "models": ["resnet18_mini"], "methods": ["in_training"],
-        "scenarios": ["uniform"], "epochs": 3, "batch_size": 16, "train_subset": 800, "val_subset": 20,
+        "scenarios": ["uniform"], "epochs": 3, "batch_size": 16, "train_subset": 480, "val_subset": 20,
         "test_subset": 30, "threads": 1, "inference": {"samples": 2, "warmup": 1}, "out": str(tmp_path / "out"),
     }  # fmt: skip
     path = tmp_path / "killed.yaml"
