@@ -161,3 +161,18 @@ def test_mini_models_have_their_full_models_pruning_structure():
     vgg = find_structure(build_model("vgg16_mini", 10))
     assert len(vgg.conv_groups) == 13 and all(len(g.convs) == 1 for g in vgg.conv_groups)  # no coupling in VGG
     assert vgg.linears == ("classifier.0", "classifier.3", "classifier.6") and vgg.output_layer == "classifier.6"
+
+
+def test_shapes_only_builds_on_meta_without_drawing_random_numbers():
+    from helpers.models import shapes_only
+
+    state = torch.random.get_rng_state()
+    with shapes_only():
+        skeleton = build_model("resnet18_mini", 10, 3)
+    assert all(p.is_meta for p in skeleton.parameters())
+    assert torch.equal(torch.random.get_rng_state(), state)  # no initialisation drew from the generator
+    torch.manual_seed(0)
+    built = build_model("resnet18_mini", 10, 3)  # outside the block: initialised as usual
+    assert not any(p.is_meta for p in built.parameters()) and built.conv1.weight.abs().sum() > 0
+    torch.manual_seed(0)
+    assert torch.equal(build_model("resnet18_mini", 10, 3).conv1.weight, built.conv1.weight)

@@ -351,6 +351,8 @@ def test_resident_memory_of_an_epoch_does_not_grow_with_the_dataset(tmp_path):
     for row in (small, large):
         assert row["epoch_peak_mb"] - row["before_epoch_mb"] < epoch_bound_mb
     growth = {n: row["epoch_peak_mb"] - row["before_epoch_mb"] for n, row in rows.items()}
-    assert abs(growth[20_000] - growth[2_000]) < 24
+    # The two epochs' growths differed by up to 27 MB (2026-12-03: 20 and 47 MB, on two busy test workers);
+    # the in-memory path would differ by the 236 MB of floats it holds.
+    assert abs(growth[20_000] - growth[2_000]) < 64
     assert large["epoch_peak_mb"] - small["epoch_peak_mb"] < bound_mb
     assert large["load_peak_mb"] - small["load_peak_mb"] < bound_mb  # decoding holds one chunk, not the set

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..files import DamagedFileError, atomic_write, load_torch
-from ..models import MODELS, build_model
+from ..models import MODELS, build_model, shapes_only
 from .sparse import SparseLinear
 
 __all__ = ["save_model", "load_model", "build_skeleton", "infer_arch", "FORMAT", "FORMAT_SPARSE"]
@@ -151,7 +151,7 @@ def build_skeleton(arch: str, num_classes: int, in_channels: int, state: Mapping
 
     Load the tensors with ``model.load_state_dict(state, assign=True)``.
     """
-    with torch.device("meta"):
+    with shapes_only():
         model = build_model(arch, num_classes, in_channels)
         for name, shape in (sparse_linear or {}).items():
             new = SparseLinear(shape["in_features"], shape["out_features"], state[f"{name}.values"].numel(),
