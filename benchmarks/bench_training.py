@@ -11,7 +11,7 @@ count; BloodMNIST-sized data: 3 x 32 x 32 images, BloodMNIST's 28 px padded, 8 c
 (b) **compacted against masked training, ``pre_training`` / ``mixed``.** The project's loop on the
     masked full network against the same loop on its compacted twin
     (:class:`helpers.pruning.CompactedTraining`, the study's default ``training_form: compacted``);
-    the one-time compaction (:func:`helpers.pruning.compact_with_map`) is timed separately.
+    the one-time compaction (:meth:`helpers.pruning.CompactedTraining.build`) is timed separately.
 (c) **per-epoch compaction for ``in_training`` and ``set``, ``mixed``.** Their masks change every
     epoch, so a compacted form would rebuild the small network after every swap. Measured: the
     masked epoch, the compacted epoch, and the rebuild (compaction with its map, plus writing the
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -127,27 +128,29 @@ def side_by_side(name: str, method_name: str, x, y, batch_size: int, repeats: in
     model = build_model(name, NUM_CLASSES)
     method = pruning.make_method(method_name, "mixed", seed=0)
     method.on_init(model)
-    start = time.perf_counter()
+    make = functools.partial(make_optimizer, "adam", lr=1e-4)
     small_full = copy.deepcopy(model)  # compact the copy: the masked model trains on its own
-    small, cmap = pruning.compact_with_map(small_full, x[:2], masks=method.masks)
+    form = pruning.CompactedTraining(copy.deepcopy(method), x[:2], make)
+    opt_full = make(small_full)
+    start = time.perf_counter()
+    small, opt_small, hooks = form.build(small_full, opt_full)
     compaction = time.perf_counter() - start
-    hooks = pruning.CompactedTraining(copy.deepcopy(method), cmap, small_full, small)
-    opt_masked = make_optimizer("adam", model, lr=1e-4)
-    opt_small = make_optimizer("adam", small, lr=1e-4)
+    opt_masked = make(model)
     gen = torch.Generator().manual_seed(1)
     times = alternate({
         "masked": lambda: project_epoch(model, opt_masked, method, x, y, batch_size, gen),
         "compacted": lambda: project_epoch(small, opt_small, hooks, x, y, batch_size, gen),
     }, repeats, warmup)  # fmt: skip
     return {"model": model, "method": method, "small": small, "small_full": small_full, "hooks": hooks,
-            "compaction_s": compaction, "times": times}  # fmt: skip
+            "form": form, "opt_full": opt_full, "opt_small": opt_small, "compaction_s": compaction,
+            "times": times}  # fmt: skip
 
 
 def compacted_vs_masked(name: str, x, y, batch_size: int, repeats: int, warmup: int) -> dict:
     run = side_by_side(name, "pre_training", x, y, batch_size, repeats, warmup)
     model, small, times = run["model"], run["small"], run["times"]
     start = time.perf_counter()
-    run["hooks"].finish(small)
+    run["form"].write_back(run["small_full"], run["opt_full"], small, run["opt_small"], run["hooks"])
     expand = time.perf_counter() - start
     masked, compacted = statistics.median(times["masked"]), statistics.median(times["compacted"])
     example = x[:1]

@@ -58,17 +58,21 @@ def test_expanding_a_changed_compacted_model_reproduces_its_logits(name):
 
 
 def test_shrunk_masks_keep_the_linear_sparsity_on_the_small_model():
+    from helpers.train import make_optimizer
+
     model, method = _masked("resnet18", {"conv": 0.5, "linear": 0.8})
-    small, cmap = pruning.compact_with_map(model, masks=method.masks)
-    hooks = pruning.CompactedTraining(method, cmap, model, small)
+    make = lambda net: make_optimizer("adam", net, lr=1e-3)  # noqa: E731
+    optimizer = make(model)
+    compaction = pruning.CompactedTraining(method, torch.randn(2, 3, 32, 32), make)
+    small, small_opt, hooks = compaction.build(model, optimizer)
     with torch.no_grad():
         for p in small.parameters():
             p.fill_(1.0)
     hooks.after_step(small)
-    expected = cmap.shrink("fc.weight", method.masks.weight["fc"]).bool()
+    expected = hooks.cmap.shrink("fc.weight", method.masks.weight["fc"]).bool()
     assert expected.shape == small.fc.weight.shape != model.fc.weight.shape  # columns of removed channels went
     assert torch.equal(small.fc.weight != 0, expected)
-    hooks.finish(small)
+    compaction.write_back(model, optimizer, small, small_opt, hooks)
     assert torch.equal(model.fc.weight != 0, method.masks.weight["fc"].bool())
 
 
@@ -146,7 +150,7 @@ def test_epoch_compaction_without_swaps_equals_masked_training_and_keeps_optimiz
         optimizer = make_optimizer("sgd", model, lr=1e-2)  # momentum: state to carry; see the VGG16 test on Adam
         compaction = None
         if form == "compacted":
-            compaction = pruning.EpochCompaction(method, x[:2], lambda net: make_optimizer("sgd", net, lr=1e-2))
+            compaction = pruning.CompactedTraining(method, x[:2], lambda net: make_optimizer("sgd", net, lr=1e-2))
         result = fit(model, optimizer, method, data, epochs=2, batch_size=16, eval_batch_size=64, seed=0,
                      meter=EnergyMeter("cpu"), progress=False, compaction=compaction)  # fmt: skip
         out[form] = (model, optimizer, result)
@@ -170,7 +174,7 @@ def test_a_rebuild_hands_weights_and_optimizer_state_back_unchanged():
     x = torch.randn(4, 3, 32, 32)
     make = lambda net: make_optimizer("adam", net, lr=1e-3)  # noqa: E731
     optimizer = make(full)
-    compaction = pruning.EpochCompaction(method, x[:2], make)
+    compaction = pruning.CompactedTraining(method, x[:2], make)
     small, small_opt, hooks = compaction.build(full, optimizer)
     for _ in range(2):
         small_opt.zero_grad()
@@ -190,14 +194,14 @@ def test_a_rebuild_hands_weights_and_optimizer_state_back_unchanged():
 
 
 @pytest.mark.slow
-def test_compacted_runs_record_their_setup_time_in_the_first_epoch(both_forms):
+def test_compacted_runs_record_their_setup_time_in_every_epoch(both_forms):
     epochs = both_forms["compacted"][1]
     epochs = epochs[epochs.run_id.str.contains("-pre_training-|-post_training-|-dense-")]
     train = epochs[epochs.phase == "train"]
     dense = train.run_id.str.contains("-dense-")
-    first = train[~dense].groupby("run_id").epoch.transform("min") == train[~dense].epoch
-    assert (train[~dense][first].setup_time_s > 0).all()
-    assert train[~dense][~first].setup_time_s.isna().all()
+    assert len(train[~dense]) >= 3  # pre_training's two epochs, post_training's fine-tuning epoch
+    assert (train[~dense].setup_time_s > 0).all()  # compaction, then the write-back after every epoch
+    assert (train[~dense].time_s > train[~dense].setup_time_s).all()
     assert train[dense].setup_time_s.isna().all()
 
 
@@ -221,16 +225,11 @@ def test_vgg16_compacted_fit_equals_the_masked_fit():
     results = {}
     for form in ("masked", "compacted"):
         model, method = _masked("vgg16_mini")
-        trained, hooks = model, method
-        if form == "compacted":
-            trained, cmap = pruning.compact_with_map(model, x[:2], masks=method.masks)
-            hooks = pruning.CompactedTraining(method, cmap, model, trained)
+        make = lambda net: make_optimizer("sgd", net, lr=1e-3)  # noqa: E731
+        compaction = pruning.CompactedTraining(method, x[:2], make) if form == "compacted" else None
         torch.manual_seed(7)  # dropout
-        optimizer = make_optimizer("sgd", trained, lr=1e-3)
-        fit(trained, optimizer, hooks, data, epochs=2, batch_size=16, eval_batch_size=64, seed=0,
-            meter=EnergyMeter("cpu"), progress=False)  # fmt: skip
-        if form == "compacted":
-            hooks.finish(trained)
+        fit(model, make(model), method, data, epochs=2, batch_size=16, eval_batch_size=64, seed=0,
+            meter=EnergyMeter("cpu"), progress=False, compaction=compaction)  # fmt: skip
         method.on_train_end(model)
         results[form] = (model, evaluate(model, x, y, batch_size=64, num_classes=5)[0])
     (masked, m_metrics), (compacted, c_metrics) = results["masked"], results["compacted"]
@@ -257,3 +256,65 @@ def test_training_form_resolves_per_method_and_enters_the_run_id(tmp_path):
 def test_a_typo_in_training_form_names_the_accepted_values(tmp_path):
     with pytest.raises(ParamsError, match=r"unknown training_form 'compact'.*compacted, masked"):
         _study(tmp_path, "compact")
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_the_full_size_network_and_an_old_compacted_one_still_resumes(tmp_path):
+    """Checkpoints have one shape, the full-size model and optimizer state, for fixed masks too, and resuming
+    from one gives the uninterrupted run. A fixed mask's checkpoint written before 2026-12-03 held the
+    compacted network (its small model and optimizer state); it resumes to the same result."""
+    from helpers.measure import EnergyMeter
+    from helpers.train import Data, fit, load_checkpoint, make_optimizer, save_checkpoint
+
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(48, 3, 32, 32, generator=gen), torch.randint(0, 5, (48,), generator=gen)
+    data = Data(x[:32], y[:32], x[32:], y[32:], x[32:], y[32:], num_classes=5)
+    make = lambda net: make_optimizer("adam", net, lr=1e-3)  # noqa: E731
+
+    class Killed(Exception):
+        pass
+
+    def run(path, kill_at_batch=None):
+        model, method = _masked("resnet18_mini")
+        optimizer, compaction, batches = make(model), pruning.CompactedTraining(method, x[:2], make), []
+
+        def augment(batch, generator):  # two batches an epoch; the kill lands in the second epoch
+            batches.append(1)
+            if len(batches) == kill_at_batch:
+                raise Killed
+            return batch
+
+        try:
+            result = fit(model, optimizer, method, data, epochs=2, batch_size=16, eval_batch_size=64, seed=0,
+                         meter=EnergyMeter("cpu"), progress=False, checkpoint_path=path, checkpoint_last=False,
+                         augment=augment, compaction=compaction)  # fmt: skip
+        except Killed:
+            return model, optimizer, None
+        return model, optimizer, result
+
+    whole, _, whole_result = run(tmp_path / "whole.pt")
+    model, optimizer, _ = run(tmp_path / "new.pt", kill_at_batch=3)
+    assert not optimizer.state  # a fixed mask's small optimizer is the live state: held once
+    state = load_checkpoint(tmp_path / "new.pt")
+    assert state["epoch"] == 1
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    assert {k: v.shape for k, v in state["model"].items() if k in shapes} == shapes
+    saved = {i: s["exp_avg"].shape for i, s in state["optimizer"]["state"].items()}
+    assert saved and saved == {i: p.shape for i, p in enumerate(model.parameters()) if i in saved}
+
+    # the checkpoint the old code wrote: the compacted network, as compaction builds it from the full one
+    full, method = _masked("resnet18_mini")
+    full_opt = make(full)
+    full.load_state_dict(state["model"]), full_opt.load_state_dict(state["optimizer"])
+    method.load_state_dict(state["method"])
+    small, small_opt, _ = pruning.CompactedTraining(method, x[:2], make).build(full, full_opt)
+    save_checkpoint(tmp_path / "old.pt", {**state, "model": small.state_dict(), "optimizer": small_opt.state_dict()})
+
+    for name in ("new.pt", "old.pt"):
+        resumed, _, result = run(tmp_path / name)
+        assert result.epochs_completed == 2 and len(result.history) == 4, name
+        for a, b in zip(whole_result.history, result.history):
+            assert (b["epoch"], b["phase"], b["accuracy"]) == (a["epoch"], a["phase"], a["accuracy"]), name
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), name
+        for (key, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=f"{name} {key}")

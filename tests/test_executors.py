@@ -147,6 +147,17 @@ def test_each_run_gets_a_process_of_its_own_and_one_that_dies_loses_only_its_run
         assert not _alive(parent_a)
 
 
+def test_without_a_terminal_each_finished_run_prints_one_line(tmp_path, capsys):
+    """Under nohup or in a CI log the bar is off (no terminal): a line per run says how far the grid is."""
+    specs = expand_grid(load_params({**TINY, "out": str(tmp_path)}))[:3]
+    executor = executors.LocalExecutor(process_per_run=False)
+    executor.run(specs, tmp_path, task=_PidTask(), progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"[{i}/3] {s.run_id}: completed" for i, s in enumerate(specs, 1)]
+    executor.run(specs, tmp_path, task=_PidTask(), progress=False)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("fork_server", [True, False])
 def test_an_interrupted_grid_leaves_no_run_behind(tmp_path, monkeypatch, fork_server):
     monkeypatch.setattr(executors, "_FORK_SERVER", fork_server and executors._FORK_SERVER)

@@ -632,23 +632,25 @@ class LocalExecutor:
         server: _ForkServer | None = None
         bar = tqdm(specs, desc=desc, unit="run", disable=None if progress else True)
         try:
-            for spec in bar:
+            for done, spec in enumerate(bar, 1):
                 bar.set_postfix_str(spec.run_id, refresh=False)
+                start = time.monotonic()
                 if self.process_per_run and _FORK_SERVER:
                     if server is None or not server.alive():  # started at the first run; again if it died
                         if server is not None:
                             server.close()  # its pipes
                         server = (_take_prestarted() or _ForkServer()).start(task)
-                    statuses[spec.run_id] = self._run_forked(server, task, spec, study, progress)
-                    continue
-                if self.process_per_run:
-                    statuses[spec.run_id] = self._run_in_process(task, spec, study, progress)
-                    continue
-                try:
-                    statuses[spec.run_id] = task.run_one(spec, study, progress=progress)
-                except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
-                    _record(task, spec, study, exc)
-                    statuses[spec.run_id] = "failed"
+                    status = self._run_forked(server, task, spec, study, progress)
+                elif self.process_per_run:
+                    status = self._run_in_process(task, spec, study, progress)
+                else:
+                    try:
+                        status = task.run_one(spec, study, progress=progress)
+                    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                        _record(task, spec, study, exc)
+                        status = "failed"
+                statuses[spec.run_id] = status
+                _log_run(bar, progress, done, len(specs), spec.run_id, status, f"{time.monotonic() - start:.0f} s")
         except BaseException:  # interrupted (Ctrl-C): the run under way does not outlive the grid
             if server is not None:
                 server.proc.kill()  # and the kernel kills the run, its child
@@ -658,6 +660,12 @@ class LocalExecutor:
             if server is not None:
                 server.close()
         return statuses
+
+
+def _log_run(bar: Any, progress: bool, done: int, total: int, run_id: str, status: str, when: str) -> None:
+    """Without a terminal (``nohup``, a CI log) the bar is off: one line per finished run instead."""
+    if progress and bar.disable:
+        print(f"[{done}/{total}] {run_id}: {status} ({when})", file=sys.stderr, flush=True)
 
 
 _GPU_LOCK = threading.Lock()
@@ -785,6 +793,7 @@ class DaskExecutor:
                 )  # fmt: skip
                 by_key[futures[spec.run_id].key] = spec
             bar = tqdm(total=len(specs), desc=desc, unit="run", disable=None if progress else True)
+            began = time.monotonic()
             try:
                 for future in as_completed(list(futures.values())):
                     spec = by_key[future.key]
@@ -799,6 +808,8 @@ class DaskExecutor:
                         _record(task, spec, study, exc)
                         statuses[spec.run_id] = "failed"
                     bar.update()
+                    elapsed = f"{time.monotonic() - began:.0f} s into the grid"
+                    _log_run(bar, progress, len(statuses), len(specs), spec.run_id, statuses[spec.run_id], elapsed)
             finally:
                 bar.close()
                 for future in futures.values():

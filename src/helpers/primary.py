@@ -154,7 +154,7 @@ def training_form(requested: str, method: str, conv_sparsity: float) -> str:
     Only removed filters shrink a network (conv sparsity > 0); ``dense`` has none. Fixed masks
     (``pre_training``, ``post_training``'s fine-tuning) train their compacted network once built,
     exactly as the masked one; ``in_training`` and ``set`` rebuild it after every swap
-    (:class:`helpers.pruning.EpochCompaction`, which says how that differs from masked training).
+    (:class:`helpers.pruning.CompactedTraining`, which says how that differs from masked training).
     """
     if requested == "compacted" and pruning.method_class(method).prunes and conv_sparsity > 0:
         return "compacted"
@@ -351,9 +351,8 @@ def _train(spec: RunSpec, study: Path, method: pruning.PruningMethod, data: Data
     """Build (or, for post_training, load and prune the dense model) and train; resumes from the checkpoint.
 
     The run trains in the form its spec names (decided once, by :func:`training_form`): ``compacted``
-    trains the network without its removed filters, rebuilt every epoch for a method whose mask evolves
-    (:class:`helpers.pruning.EpochCompaction`), built once for a fixed mask
-    (:class:`helpers.pruning.CompactedTraining`); compaction and expansion count as training time.
+    trains the network without its removed filters (:class:`helpers.pruning.CompactedTraining`, inside
+    :func:`helpers.train.fit`, which counts compaction and write-back as training time).
     """
     p = spec.params
     device = data.train_x.device
@@ -369,21 +368,12 @@ def _train(spec: RunSpec, study: Path, method: pruning.PruningMethod, data: Data
         epochs = p["epochs"]
     result = FitResult(history=[], diverged=False, epochs_completed=0)
     if epochs > 0:
-        trained, hooks, setup_s, compaction = model, method, 0.0, None
         make = functools.partial(make_optimizer, p["optimizer"], lr=p["lr"], weight_decay=p["weight_decay"])
-        compacted = p.get("training_form") == "compacted"
-        if compacted and method.evolves_mask:
-            # Evolving mask: each epoch trains the network of the current mask, rebuilt after swaps.
-            compaction = pruning.EpochCompaction(method, data.train_x[:2], make)
-        elif compacted:
-            # Fixed mask: train the physically smaller network (exact; helpers.pruning.CompactedTraining).
-            start = time.perf_counter()
-            trained, cmap = pruning.compact_with_map(model, data.train_x[:2], masks=method.masks)
-            hooks = pruning.CompactedTraining(method, cmap, model, trained)
-            setup_s = time.perf_counter() - start
-        optimizer = make(trained)
+        compaction = None
+        if p.get("training_form") == "compacted":  # the network without its removed filters
+            compaction = pruning.CompactedTraining(method, data.train_x[:2], make)
         result = fit(
-            trained, optimizer, hooks, data, epochs=epochs, batch_size=p["batch_size"],
+            model, make(model), method, data, epochs=epochs, batch_size=p["batch_size"],
             eval_batch_size=p["eval_batch_size"], seed=spec.seed, meter=meter,
             checkpoint_path=work / "checkpoint.pt", checkpoint_last=False,
             checkpoint_every_s=p.get("checkpoint_every_s", 0.0), augment=augmenter(p["augment"]),
@@ -391,23 +381,9 @@ def _train(spec: RunSpec, study: Path, method: pruning.PruningMethod, data: Data
             score_best=lambda net: test_metrics(net, data, p["eval_batch_size"])[0],
             macs=lambda net: pruning.count_macs(net, data.train_x[:1]),
         )  # fmt: skip
-        if hooks is not method:
-            start = time.perf_counter()
-            hooks.finish(trained)
-            setup_s += time.perf_counter() - start
-            _add_setup_time(result, setup_s)
         if not result.diverged and not method.prunes_after_training:
             method.on_train_end(model)
     return model, result
-
-
-def _add_setup_time(result: FitResult, seconds: float) -> None:
-    """Count compaction and expansion as training: added to the first training epoch's time."""
-    for row in result.history:
-        if row["phase"] == "train":
-            row["time_s"] = float(row["time_s"]) + seconds
-            row["setup_time_s"] = float(seconds)
-            return
 
 
 def _meta(spec: RunSpec) -> dict[str, Any]:

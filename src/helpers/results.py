@@ -202,7 +202,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "training_form": (
             "compacted (the network without its removed filters was trained: exactly equivalent for the "
             "fixed masks of pre_training and post_training fine-tuning; rebuilt after every swap for "
-            "in_training and set, see helpers.pruning.EpochCompaction) or masked (the full network with "
+            "in_training and set, see helpers.pruning.CompactedTraining) or masked (the full network with "
             "zeros, the paper's way); the study file's training_form, resolved per run"
         ),
         "device": "training device (cpu, cuda, cuda:N)",
@@ -271,13 +271,14 @@ COLUMNS: dict[str, dict[str, str]] = {
         "f1": "macro-averaged F1",
         "time_s": (
             "wall seconds of the phase (train excludes validation and checkpointing and includes the epoch's "
-            "swap, which runs after validation; the first train epoch of a compacted run includes setup_time_s)"
+            "swap, which runs after validation; a compacted run's includes setup_time_s)"
         ),
         "setup_time_s": (
             "compacted training (runs.training_form): seconds of this train phase spent building the "
-            "compacted network and writing it back into the full-size model (included in time_s): once, "
-            "in the first epoch, for pre_training / post_training; every epoch for in_training / set, "
-            "whose network is rebuilt after each swap; empty for masked training"
+            "compacted network (in the first epoch for pre_training / post_training, every epoch for "
+            "in_training / set, whose network is rebuilt after each swap) and writing it back into the "
+            "full-size model (every epoch) (included in time_s); empty for masked training. Runs before "
+            "2026-12-03 counted a fixed mask's setup once, in its first epoch"
         ),
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,

@@ -259,8 +259,12 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
 
 
 def resume_from_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, method: Any,
-                           device: torch.device) -> tuple[int, list[dict[str, Any]], bool, dict[str, Any] | None]:  # fmt: skip
+                           device: torch.device, compaction: Any = None) -> tuple[int, list[dict[str, Any]], bool, dict[str, Any] | None]:  # fmt: skip
     """Restore a :func:`fit` checkpoint into ``model``, ``optimizer``, ``method`` and the RNGs.
+
+    A checkpoint holds the full-size model and optimizer state. With ``compaction``
+    (:class:`helpers.pruning.CompactedTraining`), one that holds the compacted network instead (a fixed
+    mask's, as written before 2026-12-03) is read through it.
 
     Returns:
         ``(epochs done, history, diverged, best)`` (``best`` as in :class:`FitResult`).
@@ -272,17 +276,21 @@ def resume_from_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer:
     """
     state = load_checkpoint(path, required=CHECKPOINT_KEYS)
     try:
-        model.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
         method.load_state_dict(state["method"])
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        if compaction is not None and any(shapes.get(k) != getattr(v, "shape", None) for k, v in state["model"].items()):
+            compaction.load_compacted(model, optimizer, state["model"], state.get("optimizer"))
+        else:
+            model.load_state_dict(state["model"])
+            if state.get("optimizer") is not None:
+                optimizer.load_state_dict(state["optimizer"])
         method.apply(model)
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = [dict(row) for row in state["history"]]
         epoch = int(state["epoch"])
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         reason = f"does not fit this run's model, optimizer or method ({type(exc).__name__})"
         raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason) from None
     return epoch, history, bool(state.get("diverged", False)), state.get("best")
@@ -367,10 +375,10 @@ def fit(
         augment: optional batch augmentation ``f(batch, generator)``.
         progress: show a tqdm bar (only on a terminal).
         description: the bar's label.
-        compaction: optional :class:`helpers.pruning.EpochCompaction`: every epoch trains the compacted
-            network (rebuilt after each swap), while ``model`` and ``optimizer`` stay the full-size
-            record (swaps, validation, checkpoints). The rebuild counts as training time and is
-            reported per epoch as ``setup_time_s``.
+        compaction: optional :class:`helpers.pruning.CompactedTraining`: every epoch trains the method's
+            compacted network (built once for a fixed mask, after every swap for an evolving one), while
+            ``model`` and ``optimizer`` stay the full-size record (swaps, checkpoints, the final model).
+            Building and writing back count as training time, reported per epoch as ``setup_time_s``.
         score_best: optional ``f(network) -> metrics``, called (outside the timed phases) whenever
             an epoch's validation accuracy beats every earlier epoch's; its result is ``FitResult.best``.
             The paper's Table 1 reports the best accuracy; scoring the test split then avoids a
@@ -391,7 +399,9 @@ def fit(
     diverged = False
     best: dict[str, Any] | None = None
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        start_epoch, history, diverged, best = resume_from_checkpoint(checkpoint_path, model, optimizer, method, device)
+        start_epoch, history, diverged, best = resume_from_checkpoint(
+            checkpoint_path, model, optimizer, method, device, compaction=compaction
+        )
     bar = tqdm(total=epochs, initial=start_epoch, desc=description, leave=False, disable=None if progress else True)
     epoch = start_epoch
     net, net_optimizer, hooks = model, optimizer, method  # what trains: the model, or its compacted twin
@@ -462,7 +472,10 @@ def fit(
                     checkpoint_path,
                     {
                         "model": model.state_dict(),
-                        "optimizer": None if last else optimizer.state_dict(),
+                        "optimizer": None if last else (
+                            optimizer.state_dict() if compaction is None
+                            else compaction.optimizer_state(model, optimizer, net, net_optimizer, hooks)
+                        ),
                         "method": method.state_dict(),
                         "epoch": epoch,
                         "history": history,

@@ -22,7 +22,7 @@ from .filters import Consumer, find_consumers, mask_filters, prune_filters
 from .hooked import load_hooked, save_hooked, to_hooked
 from .io import load_model, save_model
 from .masks import MaskSet, erk_allocation
-from .methods import METHODS, REGROW, SET_ALLOCATIONS, CompactedTraining, EpochCompaction, PruningMethod, UnknownMethodError, make_method, method_class
+from .methods import METHODS, REGROW, SET_ALLOCATIONS, CompactedTraining, PruningMethod, UnknownMethodError, make_method, method_class
 from .report import SUMMARY_KEYS, sparsity_report, summarize_sparsity
 from .scenarios import (
     SCENARIOS,
@@ -47,7 +47,6 @@ __all__ = [
     "make_method",
     "PruningMethod",
     "CompactedTraining",
-    "EpochCompaction",
     "MaskSet",
     "erk_allocation",
     "find_structure",

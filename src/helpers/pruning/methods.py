@@ -72,7 +72,6 @@ __all__ = [
     "UnknownMethodError",
     "SET_ALLOCATIONS",
     "CompactedTraining",
-    "EpochCompaction",
 ]
 
 METHODS: tuple[str, ...] = ("dense", "pre_training", "in_training", "post_training", "set")
@@ -275,91 +274,32 @@ class SetMethod(InTrainingMethod):
 
 
 class CompactedTraining:
-    """A fixed-mask method's hooks, translated to the method's physically compacted network.
+    """Train a pruning method's physically compacted network: the one compacted form of :func:`helpers.train.fit`.
 
-    With the mask fixed (``pre_training``, ``post_training`` fine-tuning), training the compacted
-    network is exactly training the masked one: a removed filter outputs zero, so every weight that
-    reads it gets a zero gradient and stays where it was; the compacted network simply lacks those
-    weights (equal up to floating-point summation order; ``tests/test_compacted_training.py``). What
-    remains to enforce on the small network are the unstructured linear masks (and the zero channel a
-    fully-pruned group keeps), cut to the small shapes by the :class:`~helpers.pruning.compact.CompactionMap`.
+    :meth:`build` compacts the full-size model (the network without its removed filters) and cuts the
+    full-size optimizer's state to it; the epoch trains that small network, whose steps re-apply the
+    method's linear masks cut to the small shapes (and the zero channel a fully-pruned group keeps);
+    after the epoch :meth:`write_back` puts its weights into the full-size model. The full-size model is
+    the record: validation and the final model read the network as trained, and checkpoints always hold
+    the full-size model and the full-size optimizer state (:meth:`optimizer_state`), whatever the method.
 
-    The training loop calls this object as it would call ``method``; checkpoints hold ``method``'s own
-    state (the full-size masks). After training, :meth:`finish` writes the small network's weights
-    back into the full-size model, which then is the masked model as trained.
+    - A fixed mask (``pre_training``, ``post_training`` fine-tuning) is compacted once. Training it is
+      exactly training the masked network: a removed filter outputs zero, so every weight that reads it
+      gets a zero gradient and stays where it was; the small network simply lacks those weights (equal up
+      to floating-point summation order; ``tests/test_compacted_training.py``). The small optimizer is the
+      live state; the full-size one holds it only while a checkpoint is written.
+    - An evolving mask (``in_training``, ``set``) changes only between epochs: the optimizer state is
+      written back after every epoch, the method swaps on the full-size model as usual, and the next
+      epoch's network is compacted anew. One difference from masked training, by construction: while a
+      filter is removed, the weights that read its (zero) output are absent from the small network, so
+      they stay exactly where they were. In the masked network they get zero gradients but Adam's
+      decaying momentum still moves them a little; when the filter is regrown, those weights resume from
+      slightly different values.
 
-    Args:
-        method: the pruning method, its masks set on ``full`` (``on_init`` / ``on_train_end`` done).
-        cmap: the map returned with ``small`` by :func:`~helpers.pruning.compact.compact_with_map`.
-        full: the masked full-size model.
-        small: its compacted twin, the network to train.
-    """
-
-    def __init__(self, method: PruningMethod, cmap: Any, full: nn.Module, small: nn.Module) -> None:
-        if method.restore_masks(full) is None:
-            raise ValueError(f"{method.name}: compacted training needs the method's masks; call on_init first")
-        self.method, self.cmap, self.full = method, cmap, full
-        self.name = method.name
-        masks = method.masks
-        masks.bind(full)
-        names = {id(t): n for n, t in full.state_dict(keep_vars=True).items()}
-        targets = small.state_dict(keep_vars=True)
-        self._params: list[torch.Tensor] = []
-        self._factors: list[torch.Tensor] = []
-        for param, factor in masks.bound_tensors():
-            name = names[id(param)]
-            cut = cmap.shrink(name, factor)
-            if bool((cut == 1).all()):  # nothing left to enforce: compaction removed this mask's zeros
-                continue
-            self._params.append(targets[name])
-            self._factors.append(cut.to(targets[name]))
-
-    def __repr__(self) -> str:
-        return f"CompactedTraining({self.method!r}, masked tensors={len(self._params)})"
-
-    @torch.no_grad()
-    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        if self._params:
-            torch._foreach_mul_(self._params, self._factors)
-
-    def apply(self, model: nn.Module) -> None:
-        self.after_step(model, None)
-
-    def on_epoch_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
-                     num_epochs: int) -> dict[str, Any]:  # fmt: skip
-        self.apply(model)  # fixed masks: no evolution
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.method.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state)  # fixed masks: the same as those this object was built from
-
-    def finish(self, small: nn.Module) -> nn.Module:
-        """Write ``small``'s weights into the full-size model, re-apply the masks; returns that model."""
-        self.cmap.expand_into(self.full, small)
-        self.method.apply(self.full)
-        return self.full
-
-
-class EpochCompaction:
-    """Train an evolving-mask method (``in_training``, ``set``) on its compacted network, rebuilt per epoch.
-
-    Their masks change only between epochs, so each epoch trains the network without its currently
-    removed filters: :meth:`build` compacts the full-size model and cuts the full-size optimizer's
-    state to it; after the epoch, :meth:`write_back` puts weights and optimizer state back, the
-    method swaps on the full-size model as usual, and the next :meth:`build` compacts anew. The
-    full-size model and optimizer stay the record (checkpoints, swaps, the final model).
-
-    One difference from masked training, by construction: while a filter is removed, the weights
-    that read its (zero) output are absent from the small network, so they stay exactly where they
-    were. In the masked network they get zero gradients but Adam's decaying momentum still moves them
-    a little. When the filter is regrown, those weights resume from slightly different values. Fixed
-    masks (:class:`CompactedTraining`) have no such difference: their removed filters never return.
+    :func:`~helpers.train.fit` counts building and writing back as training time (``setup_time_s``).
 
     Args:
-        method: the evolving method, its masks set on the full-size model.
+        method: the method, its masks set on the full-size model (``on_init`` / ``on_train_end`` done).
         example_input: an input batch for tracing (two images suffice).
         make_optimizer: builds the small network's optimizer, as the full-size one was built.
     """
@@ -368,10 +308,12 @@ class EpochCompaction:
         self.method, self.example_input, self.make_optimizer = method, example_input, make_optimizer
 
     def build(self, full: nn.Module, optimizer: torch.optim.Optimizer):
-        """``(small, small_optimizer, hooks)`` for the next epoch, from ``full`` and its optimizer's state."""
-        self.method.restore_masks(full)
+        """``(small, small_optimizer, hooks)`` for the next epoch, from ``full`` and its optimizer's state;
+        ``hooks.after_step`` enforces the masks on ``small``."""
+        if self.method.restore_masks(full) is None:
+            raise ValueError(f"{self.method.name}: compacted training needs the method's masks; call on_init first")
         small, cmap = compact_with_map(full, self.example_input, masks=self.method.masks)
-        hooks = CompactedTraining(self.method, cmap, full, small)
+        hooks = _SmallMasks(self.method, cmap, full, small)
         small_opt = self.make_optimizer(small)
         names = dict(full.named_parameters())
         for name, param in small.named_parameters():
@@ -381,21 +323,27 @@ class EpochCompaction:
                     key: cmap.shrink(name, value).clone() if _per_entry(value, names[name]) else _copy(value)
                     for key, value in state.items()
                 }
+        if not self.method.evolves_mask:
+            optimizer.state.clear()  # a fixed mask's small optimizer is the live state from now on
         return small, small_opt, hooks
 
     @torch.no_grad()
     def write_back(self, full: nn.Module, optimizer: torch.optim.Optimizer, small: nn.Module,
-                   small_opt: torch.optim.Optimizer, hooks: CompactedTraining) -> None:  # fmt: skip
-        """Weights and optimizer state of ``small`` back into ``full`` and ``optimizer`` (in place)."""
+                   small_opt: torch.optim.Optimizer, hooks: _SmallMasks, *, state: bool | None = None) -> None:  # fmt: skip
+        """Weights of ``small`` back into ``full``, masks re-applied; and its optimizer state into
+        ``optimizer`` when ``state`` (default: when the mask evolves, whose swap and rebuild read it)."""
         hooks.cmap.expand_into(full, small)
+        self.method.apply(full)
+        if not (self.method.evolves_mask if state is None else state):
+            return
         names = dict(full.named_parameters())
         for name, param in small.named_parameters():
-            state = small_opt.state.get(param)
-            if not state:
+            entries = small_opt.state.get(param)
+            if not entries:
                 continue
             target_param = names[name]
             target = optimizer.state.setdefault(target_param, {})
-            for key, value in state.items():
+            for key, value in entries.items():
                 if _per_entry(value, param):
                     into = target.get(key)
                     if into is None or into.shape != target_param.shape:
@@ -403,6 +351,54 @@ class EpochCompaction:
                     hooks.cmap.put(name, into, value)
                 else:
                     target[key] = _copy(value)
+
+    def optimizer_state(self, full: nn.Module, optimizer: torch.optim.Optimizer, small: nn.Module,
+                        small_opt: torch.optim.Optimizer, hooks: _SmallMasks) -> dict[str, Any]:  # fmt: skip
+        """The full-size optimizer's ``state_dict`` for a checkpoint. An evolving mask's was written back
+        after the epoch; a fixed mask's is written for the checkpoint and then dropped from ``optimizer``
+        (the returned dict keeps it), so that training holds it once."""
+        if self.method.evolves_mask:
+            return optimizer.state_dict()
+        self.write_back(full, optimizer, small, small_opt, hooks, state=True)
+        packed = optimizer.state_dict()
+        optimizer.state.clear()
+        return packed
+
+    def load_compacted(self, full: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
+                       optimizer_state: dict[str, Any] | None) -> None:  # fmt: skip
+        """Restore a checkpoint that holds the compacted network (a fixed mask's, as written before
+        2026-12-03) into ``full`` and ``optimizer``; the method's state must be loaded first."""
+        small, small_opt, hooks = self.build(full, optimizer)
+        small.load_state_dict(model_state)
+        if optimizer_state is not None:
+            small_opt.load_state_dict(optimizer_state)
+        self.write_back(full, optimizer, small, small_opt, hooks, state=True)
+
+
+class _SmallMasks:
+    """A method's masks cut to its compacted network by the :class:`~helpers.pruning.compact.CompactionMap`:
+    what each step on the small network re-applies (tensors whose zeros compaction removed are skipped)."""
+
+    def __init__(self, method: PruningMethod, cmap: Any, full: nn.Module, small: nn.Module) -> None:
+        self.cmap = cmap
+        masks = method.masks
+        masks.bind(full)
+        names = {id(t): n for n, t in full.state_dict(keep_vars=True).items()}
+        targets = small.state_dict(keep_vars=True)
+        self._params: list[torch.Tensor] = []
+        self._factors: list[torch.Tensor] = []
+        for param, factor in masks.bound_tensors():
+            name = names[id(param)]
+            cut = cmap.shrink(name, factor)
+            if bool((cut == 1).all()):
+                continue
+            self._params.append(targets[name])
+            self._factors.append(cut.to(targets[name]))
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if self._params:
+            torch._foreach_mul_(self._params, self._factors)
 
 
 def _per_entry(value: Any, param: torch.Tensor) -> bool:
