@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -118,3 +119,19 @@ def test_paired_interval_matches_a_t_interval() -> None:
     assert stat.value == 2.0 and stat.n == 3
     assert stat.low == pytest.approx(2.0 - 4.302652729911275 * 1.0 / math.sqrt(3))
     assert paired_interval([]).n == 0
+
+
+EVIDENCE = Path(__file__).parents[1] / "docs" / "results"
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in EVIDENCE.glob("*/claims.csv")))
+def test_committed_verdicts_follow_from_the_committed_tables(folder):
+    """A committed evidence folder's claims.csv is what helpers.claims decides from its own runs / inference tables."""
+    root = EVIDENCE / folder
+    committed = pd.read_csv(root / "claims.csv")
+    decided = evaluate_claims(pd.read_csv(root / "runs.csv"), pd.read_csv(root / "inference.csv"))
+    key = ["claim_id", "model", "scope"]
+    merged = committed[key + ["verdict"]].astype(str).merge(decided[key + ["verdict"]].astype(str), on=key, how="outer",
+                                                            suffixes=("_committed", "_decided"), indicator=True)  # fmt: skip
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
+    assert (merged["verdict_committed"] == merged["verdict_decided"]).all(), merged
