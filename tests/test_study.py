@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +123,7 @@ def test_ensure_results_rejects_bad_parameters_before_running():
 # ---------------------------------------------------------------------------------------------- running
 
 
-def test_run_notebooks_injects_parameters_and_writes_the_report(tmp_path):
+def test_run_notebooks_injects_parameters_and_writes_the_report(tmp_path, caplog):
     first = _write_notebook(tmp_path / "a.ipynb", "print(f'value={value}, name={name}')")
     second = _write_notebook(
         tmp_path / "b.ipynb",
@@ -130,8 +132,13 @@ def test_run_notebooks_injects_parameters_and_writes_the_report(tmp_path):
         "fig.savefig('plot.png'); display(Image('plot.png'))",
     )
     study_dir = tmp_path / "out" / "demo"
-    report = study.run_notebooks({"name": "demo", "value": 7}, study_dir, notebooks=[first, second], progress=False)
+    with caplog.at_level(logging.INFO, logger="papermill"):
+        report = study.run_notebooks({"name": "demo", "value": 7}, study_dir, notebooks=[first, second], progress=False)
     assert report == study_dir.resolve() / "report.html"
+    # `name` is not in the parameters cell: read on purpose (study.notebook_params), so papermill's warning about
+    # it is dropped, while its other messages still pass
+    messages = [r.getMessage() for r in caplog.records if r.name == "papermill"]
+    assert messages and not [m for m in messages if "unknown parameter" in m], messages
     executed = nbformat.read(study_dir / "notebooks" / "a.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "value=7, name=demo" in text

@@ -233,6 +233,10 @@ def run_notebooks(
     executed_dir.mkdir(parents=True, exist_ok=True)
     executed: list[Path] = []
     status: dict[str, str] = {}
+    # Every study key goes to every notebook, and study.notebook_params(globals()) reads the ones its
+    # parameters cell does not declare: papermill's "Passed unknown parameter" warning (about 20 per
+    # notebook) is expected here, so it is dropped; papermill's other messages pass.
+    logging.getLogger("papermill").addFilter(_drop_unknown_parameter_warning)  # added once (a set)
     bar = tqdm(sources, desc="notebooks", unit="notebook", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.name)
@@ -266,6 +270,10 @@ def run_notebooks(
     bar.close()
     return build_report(executed, study_dir / "report.html", title=f"Study {study_dir.name}",
                         status=status, exclude_input=exclude_input)
+
+
+def _drop_unknown_parameter_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Passed unknown parameter")
 
 
 def _report_partial(executed, sources, status, study_dir, exclude_input) -> None:
