@@ -236,7 +236,7 @@ def run_notebooks(
     # Every study key goes to every notebook, and study.notebook_params(globals()) reads the ones its
     # parameters cell does not declare: papermill's "Passed unknown parameter" warning (about 20 per
     # notebook) is expected here, so it is dropped; papermill's other messages pass.
-    logging.getLogger("papermill").addFilter(_drop_unknown_parameter_warning)  # added once (a set)
+    logging.getLogger("papermill").addFilter(_drop_unknown_parameter_warning)  # addFilter skips a filter already added
     bar = tqdm(sources, desc="notebooks", unit="notebook", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.name)
