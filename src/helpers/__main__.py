@@ -1,13 +1,11 @@
 """Command line: ``python -m helpers {train,study} PARAMS.yaml [--out DIR] [--set key=value ...]``.
 
-- ``train`` runs the study's grid (finished runs are skipped, interrupted ones resume) and writes the
-  tables under ``<out>/<name>/results/``.
-- ``study`` does the same, then executes the study's notebooks with papermill
-  (``helpers.study.run_notebooks``) into ``<out>/<name>/notebooks/``.
+``train`` runs the study's grid (finished runs are skipped, interrupted ones resume) and writes the tables
+under ``<out>/<name>/results/``; ``study`` then executes the study's notebooks (:mod:`helpers.study`).
 
-Exit status: 0 when every run finished (``completed`` or ``diverged``), 1 when some run failed (it is
-retried by the next call) or a table could not be written (disk full: a one-line ``error: ...``), 2 for
-invalid parameters (a one-line ``error: ...`` on stderr; nothing is written).
+Exit status: 0 when every run finished (``completed`` or ``diverged``), 1 when some run failed (the next
+call retries it), a table could not be written or a notebook failed, 2 for invalid parameters (nothing
+is written). Errors are one line ``error: ...`` on stderr.
 """
 
 from __future__ import annotations
@@ -47,13 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, fork_server: bool = False) -> int:
-    """Entry point; returns the exit status.
+    """Entry point for ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    Args:
-        argv: the arguments (default: ``sys.argv[1:]``).
-        fork_server: fork the local executor's fork server from this process once the parameters are read
-            (:func:`helpers.executors.prestart_fork_server`). Only for a process that has run no torch
-            operation: ``python -m helpers`` passes it, a caller that has computed something must not.
+    ``fork_server``: fork the local executor's fork server from this process once the parameters are read
+    (:func:`helpers.executors.prestart_fork_server`); only for a process that has run no torch operation.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,13 +1,10 @@
 """The primary paper's findings, as checks over a study's result tables.
 
-Douzandeh Zenoozi et al. (Frontiers in Computer Science 2025) state qualitative findings; each
-becomes a check over ``runs.csv`` and ``inference.csv`` (:mod:`helpers.results`) that gives one row
-per claim x dataset x model (x scope: a method, a scenario or an inference variant) with
-
-- the statistic and, where there are at least two seeds, its 95 % interval, paired over seeds against
-  the same seed's reference run (Student's t over the paired differences); with one seed the statistic
-  is a point value and the ``interval`` column says so;
-- a verdict, one of :data:`VERDICTS`, always with its reason.
+Douzandeh Zenoozi et al. (Frontiers in Computer Science 2025) state qualitative findings; each becomes a
+check over ``runs.csv`` and ``inference.csv`` (:mod:`helpers.results`) giving one row per claim x dataset x
+model (x scope: a method, a scenario or an inference variant) with the statistic, its 95 % interval where
+there are at least two seeds (Student's t over the differences paired with the same seed's reference run;
+with one seed a point value, as the ``interval`` column says), and a verdict (:data:`VERDICTS`) with its reason.
 
 How each wording is made testable (the thresholds are ours; the paper gives none):
 
@@ -20,15 +17,13 @@ How each wording is made testable (the thresholds are ours; the paper gives none
 5. SET trains in at most dense's time in a "large majority" of its runs (the paper: 85 of 90): the
    fraction is >= :data:`LARGE_MAJORITY` (80 %) and its Clopper-Pearson 95 % interval lies above one
    half; it does not hold when the whole interval is below 80 %.
-6. SET's CPU inference latency is at most dense's + :data:`SAME_LATENCY_S` (0.002 s per sample).
-   Latency is the median per image (:data:`LATENCY`), at batch size 1.
+6. SET's CPU latency (median per image, :data:`LATENCY`, batch 1) is at most dense's + :data:`SAME_LATENCY_S` (0.002 s).
 7. ResNet18's training energy is lower than VGG16's on the same data (paired per method, scenario, seed).
 8. Pruned models infer faster than dense (8a) and 80 % faster than 50 % (8b), for the masked variant
    (as the paper measured) and the compacted one (our extension), as latency ratios.
 
-A verdict with an interval: ``holds`` when the whole interval is on the claim's side of its
-threshold, ``does not hold`` when the whole interval is on the other side, else ``inconclusive``.
-With a point value the point decides, and the reason says that no interval exists.
+A verdict with an interval: ``holds`` when the whole interval is on the claim's side of its threshold,
+``does not hold`` when it is all on the other side, else ``inconclusive``; a point value decides alone.
 """
 
 from __future__ import annotations
@@ -103,11 +98,14 @@ class _Stat:
     interval: str
 
 
+_NO_PAIRS = _Stat(math.nan, math.nan, math.nan, 0, "none")
+
+
 def paired_interval(differences: Iterable[float], *, what: str = "seeds") -> _Stat:
     """Mean of paired differences with its 95 % Student-t interval (a point value below two pairs)."""
     d = np.asarray([x for x in differences if x is not None and math.isfinite(x)], dtype=float)
     if d.size == 0:
-        return _Stat(math.nan, math.nan, math.nan, 0, "none")
+        return _NO_PAIRS
     mean = float(d.mean())
     if d.size < 2:
         return _Stat(mean, math.nan, math.nan, 1, "point value (one pair: no interval)")
@@ -140,10 +138,6 @@ def _row(claim: str, dataset: str, model: str, scope: str, statistic: str, stat:
         "statistic": statistic, "value": stat.value, "ci_low": stat.low, "ci_high": stat.high, "n": stat.n,
         "interval": stat.interval, "verdict": verdict, "reason": reason,
     }  # fmt: skip
-
-
-def _completed(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "completed"] if "status" in runs else runs
 
 
 def _by_seed(runs: pd.DataFrame, column: str, **where: str) -> dict[int, float]:
@@ -206,14 +200,13 @@ def _energy_state(runs: pd.DataFrame) -> tuple[bool, str]:
 
 
 def _energy_claim(runs: pd.DataFrame, dataset: str, model: str) -> list[dict]:
-    rows = []
     ok, why = _energy_state(runs)
+    if not ok:
+        return [_row("4", dataset, model, scenario, "train_energy_j: set - lowest other method", _NO_PAIRS,
+                     "untestable here", why) for scenario in ("uniform", "mixed", "linear_only")]
+    measured = runs[runs["train_energy_source"].isin(MEASURED_ENERGY)]
+    rows = []
     for scenario in ("uniform", "mixed", "linear_only"):
-        if not ok:
-            rows.append(_row("4", dataset, model, scenario, "train_energy_j: set - lowest other method", _Stat(
-                math.nan, math.nan, math.nan, 0, "none"), "untestable here", why))
-            continue
-        measured = runs[runs["train_energy_source"].isin(MEASURED_ENERGY)]
         set_e = _by_seed(measured, "train_energy_j", method="set", scenario=scenario)
         others = [_by_seed(measured, "train_energy_j", method=m, scenario=scenario) for m in _METHODS if m != "set"]
         diffs = []
@@ -234,9 +227,9 @@ def _time_claim(runs: pd.DataFrame, dataset: str, model: str) -> dict:
     flags = [float(t) <= dense[int(s)] for s, t in zip(sets["seed"], sets["train_time_s"]) if int(s) in dense]
     n, k = len(flags), int(sum(flags))
     if n == 0:
-        return _row("5", dataset, model, "set", "fraction of set runs with train_time_s <= dense's", _Stat(
-            math.nan, math.nan, math.nan, 0, "none"), "untestable here", "no set runs with a dense run of the same seed")
-    from scipy import stats  # lazy, as in _paired_interval: every run's process imports this module
+        return _row("5", dataset, model, "set", "fraction of set runs with train_time_s <= dense's", _NO_PAIRS,
+                    "untestable here", "no set runs with a dense run of the same seed")
+    from scipy import stats  # lazy, as in paired_interval: every run's process imports this module
 
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
@@ -298,13 +291,11 @@ def _inference_claims(runs: pd.DataFrame, inference: pd.DataFrame, dataset: str,
 
 def _model_energy_claim(runs: pd.DataFrame, dataset: str) -> dict:
     ok, why = _energy_state(runs)
-    none = _Stat(math.nan, math.nan, math.nan, 0, "none")
-    models = set(runs["model"])
-    if not {"resnet18", "vgg16"} <= models:
-        return _row("7", dataset, "resnet18 vs vgg16", "all", "train_energy_j ratio", none, "untestable here",
+    if not {"resnet18", "vgg16"} <= set(runs["model"]):
+        return _row("7", dataset, "resnet18 vs vgg16", "all", "train_energy_j ratio", _NO_PAIRS, "untestable here",
                     "the study has not both resnet18 and vgg16 on this dataset")
     if not ok:
-        return _row("7", dataset, "resnet18 vs vgg16", "all", "train_energy_j ratio resnet18 / vgg16", none,
+        return _row("7", dataset, "resnet18 vs vgg16", "all", "train_energy_j ratio resnet18 / vgg16", _NO_PAIRS,
                     "untestable here", why)
     measured = runs[runs["train_energy_source"].isin(MEASURED_ENERGY)]
     key = ["method", "scenario", "seed"]
@@ -318,18 +309,11 @@ def _model_energy_claim(runs: pd.DataFrame, dataset: str) -> dict:
 
 
 def evaluate_claims(runs: pd.DataFrame, inference: pd.DataFrame | None = None, *, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Check every claim on a study's tables.
-
-    Args:
-        runs: the ``runs`` table (only ``completed`` runs count; a diverged or failed run is no evidence).
-        inference: the ``inference`` table (claims 6 and 8 are untestable without it).
-        metric: the accuracy claims 1-3 compare (``test_accuracy``, the final model; or
-            ``test_accuracy_best``, the paper's Table 1 "best accuracy").
-
-    Returns:
-        One row per claim x dataset x model x scope, with the columns :data:`CLAIM_COLUMNS`.
-    """
-    runs = _completed(runs)
+    """Check every claim on a study's tables: one row per claim x dataset x model x scope, columns
+    :data:`CLAIM_COLUMNS`. Only ``completed`` runs count (a diverged or failed run is no evidence); claims 6 and 8
+    are untestable without ``inference``; ``metric`` is the accuracy claims 1-3 compare (``test_accuracy``, the
+    final model, or ``test_accuracy_best``, the paper's Table 1 "best accuracy")."""
+    runs = runs[runs["status"] == "completed"] if "status" in runs else runs
     inference = inference if inference is not None else pd.DataFrame(columns=["run_id", "variant", LATENCY])
     rows: list[dict] = []
     for dataset in sorted(runs["dataset"].unique()):
@@ -342,8 +326,7 @@ def evaluate_claims(runs: pd.DataFrame, inference: pd.DataFrame | None = None, *
             inf = inference[inference["run_id"].isin(sel["run_id"])]
             found = _inference_claims(sel, inf, dataset, model)
             if not found:
-                none = _Stat(math.nan, math.nan, math.nan, 0, "none")
-                found = [_row(c, dataset, model, "all", "latency", none, "untestable here", "no inference table")
+                found = [_row(c, dataset, model, "all", "latency", _NO_PAIRS, "untestable here", "no inference table")
                          for c in ("6", "8a", "8b")]
             rows += found
         rows.append(_model_energy_claim(data_runs, dataset))
@@ -352,15 +335,8 @@ def evaluate_claims(runs: pd.DataFrame, inference: pd.DataFrame | None = None, *
 
 
 def write_claims(study_dir: str | os.PathLike, tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Evaluate the claims on a study's tables and write ``<study>/results/claims.csv`` (atomically).
-
-    Args:
-        study_dir: the study folder.
-        tables: its tables (``runs``, ``inference``); read from ``results/`` when not given.
-
-    Returns:
-        The claims table.
-    """
+    """Evaluate the claims on a study's tables (``runs``, ``inference``; read from ``<study_dir>/results/`` when
+    not given), write them to ``<study_dir>/results/claims.csv`` (atomically) and return them."""
     study_dir = Path(study_dir)
     tables = tables if tables is not None else load_tables(study_dir)
     claims = evaluate_claims(tables["runs"], tables.get("inference"))
@@ -409,14 +385,9 @@ def provenance_lines(study_dir: str | os.PathLike, runs: pd.DataFrame, *, comman
 
 
 def results_markdown(study_dir: str | os.PathLike, *, command: str, wall_time_s: float | None, notes: str = "") -> str:
-    """``RESULTS.md`` for a study folder: where and how it was made, Table 1, cost, and the claim verdicts.
-
-    Args:
-        study_dir: the study folder (its ``results/`` tables and a run's ``environment.json`` are read).
-        command: the command that produced the folder.
-        wall_time_s: its measured wall time (None: not measured).
-        notes: the hand-written part: what differs from the paper and why, and what the verdicts mean.
-    """
+    """``RESULTS.md`` for a study folder (read: its ``results/`` tables and a run's ``environment.json``): where
+    and how it was made (``command``, in ``wall_time_s``; None: not measured), Table 1, cost, the claim verdicts,
+    then ``notes``, the hand-written part: what differs from the paper and why, and what the verdicts mean."""
     study_dir = Path(study_dir)
     tables = load_tables(study_dir)
     runs, inference = tables["runs"], tables["inference"]

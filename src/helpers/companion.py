@@ -1,52 +1,36 @@
-"""The companion studies as two kinds of study: the pruning-criteria study (notebook 05,
-:data:`CRITERIA_KIND`) and the pruning-granularity study (notebook 06, :data:`GRANULARITY_KIND`), on the
-primary study's data, models, tables and folders.
+"""The companion studies as two kinds of study: pruning criteria (notebook 05, :data:`CRITERIA_KIND`) and
+pruning granularity (notebook 06, :data:`GRANULARITY_KIND`), on the primary study's data, models and tables.
 
-A study file with ``study_kind: criteria`` or ``study_kind: granularity`` is planned by :func:`plan` and
-run, one :func:`run_one` per run, by the executor the study file names (:mod:`helpers.runner`,
-:mod:`helpers.executors`: locally or on Dask), like the primary grid. Each kind validates its own keys
-(:func:`validate_criteria`, :func:`validate_granularity`). Each study has two kinds of run, both
-:class:`helpers.params.RunSpec`, in the run folders :mod:`helpers.lifecycle` manages for every study
-(work folder ``<study>/runs/.work/<run_id>/``, renamed to ``<study>/runs/<run_id>/`` in one atomic
-step, ``result.json`` last), so :func:`helpers.results.collect` builds the same tidy tables:
+A study file with ``study_kind: criteria`` or ``granularity`` is planned by :func:`plan` and run, one
+:func:`run_one` per run, by its executor, like the primary grid; each kind validates its own keys
+(:func:`validate_criteria`, :func:`validate_granularity`). Runs live in the run folders of
+:mod:`helpers.lifecycle`, so :func:`helpers.results.collect` builds the same tables. Kinds of run:
 
-- ``dense`` (scenario ``none``): the model to prune, trained inside the study with the primary
-  protocol keys (``epochs``, ``optimizer``, ``lr``, ``batch_size``, ``augment``, ...), resumable from its
-  per-epoch checkpoint; ``dense_lr_schedule: cosine`` anneals ``lr`` to 0 over ``epochs`` (per epoch,
-  :func:`dense_lr`), as CIFAR recipes do. For the criterion ``bn_slimming_l1`` a second dense model is
-  trained with network slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale
-  (Liu et al., *Learning efficient convolutional networks through network slimming*, ICCV 2017; scenario
-  ``slimming<lambda>``), applied as an SGD step as Liu et al. did (:func:`slimming_penalty`): with
-  ``optimizer: sgd`` the sub-gradient ``lambda * sign(gamma)`` joins each gamma's gradient before the step
-  (their code); with Adam / AdamW, which would divide that sub-gradient by its running RMS and so make the
-  shrinkage independent of ``lambda``, it is applied after each step as ``gamma -= lr * lambda * sign(gamma)``.
-  Its ``model.pt`` stays (the other runs load
-  it), its test metrics land in ``runs`` and its CPU measurement (:func:`helpers.granularity.measure_granularity`,
-  variant ``dense``) in ``inference``: the baseline of both studies.
-- ``criteria`` (scenario ``conv<filter_sparsity>_linear0``; study 2, after Lajić, Peer and Emeršič,
-  *Exploring the differences in pruning methods for convolutional neural networks*, 2025): load the
-  dense model, remove ``filter_sparsity`` (0.4) of the filters of every conv group in one shot with the
-  run's ``criterion``, fine-tune with SGD (``finetune``: lr 1e-3, 1e-4, 1e-5 over equal thirds, batch 32,
-  momentum 0.9, random rotation and horizontal flip; 10 epochs up to 10 classes, 20 above), see
-  :func:`helpers.criteria.run_criteria_experiment`. ``runs`` gets the accuracy before pruning, right
-  after it and after fine-tuning (``greedy_output_norm`` re-scores ``greedy_rescore: once`` or ``each``,
-  see :mod:`helpers.criteria`); ``epochs`` the fine-tuning epochs (phase ``finetune``);
-  ``inference`` the compacted model's size, latency and MACs (variant ``compacted``).
-- ``granularity`` (scenario ``budget<b>``; study 3, after Gurram, Sindhura and Bandari, *A study on
-  neural network pruning techniques for efficient model deployment*, 2025): load the dense model,
-  remove the fraction ``b`` of its prunable parameters at the run's ``granularity``
-  (:func:`helpers.granularity.apply_granularity`), fine-tune as above (``weight`` / ``unstructured``
-  keep their zeros: the mask is re-applied after every step), and measure the deployable form
-  (:func:`helpers.granularity.measure_granularity`): size on disk in the format that benefits (CSR for
-  ``weight`` / ``unstructured``, compacted tensors otherwise), CPU latency per image, MACs, accuracy.
-  A granularity with nothing to remove in a model (``neuron`` in a ResNet, whose only linear layer is
-  the classifier) finishes with status ``not_applicable`` and the reason in ``error``.
+- ``dense`` (scenario ``none``): the model to prune, trained with the primary protocol keys (``epochs``,
+  ``optimizer``, ``lr``, ...), resumable; ``dense_lr_schedule: cosine`` anneals ``lr`` to 0 (:func:`dense_lr`).
+  For ``bn_slimming_l1`` a second dense model (scenario ``slimming<lambda>``) is trained with network
+  slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale (Liu et al., *Learning
+  efficient convolutional networks through network slimming*, ICCV 2017; :func:`slimming_penalty`). Its
+  ``model.pt`` stays (the other runs load it), its test metrics go to ``runs`` and its CPU measurement
+  (variant ``dense``) to ``inference``: the baseline of both studies.
+- ``criteria`` (scenario ``conv<filter_sparsity>_linear0``; after Lajić, Peer and Emeršič, *Exploring the
+  differences in pruning methods for convolutional neural networks*, 2025): remove ``filter_sparsity``
+  (0.4) of the filters of every conv group of the dense model in one shot with the run's ``criterion``,
+  fine-tune with SGD (``finetune``: lr 1e-3, 1e-4, 1e-5 over equal thirds, batch 32, momentum 0.9,
+  rotation and horizontal flip; 10 epochs up to 10 classes, 20 above;
+  :func:`helpers.criteria.run_criteria_experiment`). ``runs`` gets the accuracy before pruning, after it
+  and after fine-tuning; ``epochs`` the fine-tuning (phase ``finetune``); ``inference`` the compacted model.
+- ``granularity`` (scenario ``budget<b>``; after Gurram, Sindhura and Bandari, *A study on neural network
+  pruning techniques for efficient model deployment*, 2025): remove the fraction ``b`` of the dense model's
+  prunable parameters at the run's ``granularity`` (:func:`helpers.granularity.apply_granularity`),
+  fine-tune as above (``weight`` / ``unstructured`` re-apply their mask after every step) and measure the
+  deployable form (:func:`helpers.granularity.measure_granularity`: CSR for ``weight`` / ``unstructured``,
+  compacted tensors otherwise). A granularity with nothing to remove in a model (``neuron`` in a ResNet)
+  finishes with status ``not_applicable`` and the reason in ``error``.
 
-Measurements are on the CPU at batch 1 after ``inference.warmup`` untimed images, over
-``inference.samples`` images with ``inference.threads`` threads (``inference.batch_sizes`` is not used
-here); energy is not measured in the companion studies (``energy_source`` is ``unavailable``).
-Pruned models are measured, not kept on disk (their size is in ``inference.model_size_mb``); dense
-models are kept whatever ``keep_models`` says, as the other runs load them.
+Measurements are on the CPU at batch 1 after ``inference.warmup`` untimed images, over ``inference.samples``
+images with ``inference.threads`` threads (``inference.batch_sizes`` is unused); energy is not measured
+(``energy_source`` ``unavailable``). Pruned models are not kept; dense models are, whatever ``keep_models`` says.
 """
 
 from __future__ import annotations
@@ -125,10 +109,8 @@ MODELS_WITHOUT_BATCHNORM: tuple[str, ...] = ("vgg16",)
 #: ``dense_lr_schedule`` values: ``lr`` throughout, or cosine-annealed to 0 over ``epochs`` (per epoch).
 DENSE_LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
-#: Keys both companion studies read: their SGD fine-tuning after one-shot pruning (Lajić et al. 2025;
-#: ``finetune.epochs`` null: 10 epochs for up to 10 classes, 20 above, helpers.criteria.default_finetune_epochs)
-#: and the dense training's learning-rate schedule (:data:`DENSE_LR_SCHEDULES`). The primary study's
-#: post_training uses ``finetune_epochs`` with its own optimizer instead.
+#: Keys both companion studies read: the SGD fine-tuning after pruning (``finetune.epochs`` null:
+#: helpers.criteria.default_finetune_epochs) and the dense training's :data:`DENSE_LR_SCHEDULES`.
 _SHARED_DEFAULTS: dict[str, Any] = {
     "finetune": {"epochs": None, "lrs": [1e-3, 1e-4, 1e-5], "batch_size": 32, "momentum": 0.9, "hflip": True,
                  "rotation_degrees": 15.0},
@@ -250,11 +232,8 @@ def _dense(params: StudyParams, dataset: str, model: str, seed: int, slimming_la
 
 def plan(params: StudyParams) -> list[RunSpec]:
     """The companion study's runs in execution order: per dataset x model x seed, the dense run(s) first,
-    then the runs that prune them (one per criterion, or per granularity x budget).
-
-    Raises:
-        ValueError: ``params`` is a primary study (use :func:`helpers.primary.expand_grid`).
-    """
+    then the runs that prune them (one per criterion, or per granularity x budget). ValueError for a
+    primary study (use :func:`helpers.primary.expand_grid`)."""
     kind = params["study_kind"]
     if kind not in ("criteria", "granularity"):
         raise ValueError(f"study {kind!r} is not a companion study; expected criteria or granularity")
@@ -263,15 +242,11 @@ def plan(params: StudyParams) -> list[RunSpec]:
         for model in params["models"]:
             for seed in params["seeds"]:
                 if kind == "criteria":
-                    dense = {}
-                    for criterion in params["criteria"]:
-                        lam = params["slimming_lambda"] if criterion == "bn_slimming_l1" else 0.0
-                        if lam not in dense:
-                            dense[lam] = _dense(params, dataset, model, seed, lam)
-                            specs.append(dense[lam])
+                    lams = {c: params["slimming_lambda"] if c == "bn_slimming_l1" else 0.0 for c in params["criteria"]}
+                    dense = {lam: _dense(params, dataset, model, seed, lam) for lam in dict.fromkeys(lams.values())}
+                    specs.extend(dense.values())
                     sparsity = params["filter_sparsity"]
-                    for criterion in params["criteria"]:
-                        lam = params["slimming_lambda"] if criterion == "bn_slimming_l1" else 0.0
+                    for criterion, lam in lams.items():
                         specs.append(_spec(
                             params, dataset, model, seed, "criteria", f"conv{sparsity:g}_linear0", criterion,
                             dense[lam].run_id, criterion=criterion, conv_sparsity=sparsity, slimming_lambda=lam,
@@ -303,12 +278,8 @@ def failure_ids(spec: RunSpec) -> dict[str, Any]:
 
 
 def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str:
-    """Execute one companion run and finish its folder atomically.
-
-    Args:
-        spec: a run of :func:`plan` (method ``dense``, ``criteria`` or ``granularity``).
-        study: the study folder.
-        progress: show the dense run's epoch bar (only on a terminal).
+    """Execute one run of :func:`plan` in the folder ``study`` and finish its run folder atomically;
+    ``progress`` shows the dense run's epoch bar (only on a terminal).
 
     Returns:
         ``"skipped"`` (already finished), ``"completed"``, ``"diverged"`` or ``"not_applicable"``.
@@ -326,13 +297,13 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     else:
         dense_dir = run_dir(study, spec.dense_run_id)
         # is_finished also sets a damaged dense folder aside; the next call trains it again
-        if not is_finished(study, spec.dense_run_id) or read_json(dense_dir / "result.json")["status"] != "completed":
+        dense_row = read_json(dense_dir / "result.json") if is_finished(study, spec.dense_run_id) else {}
+        if dense_row.get("status") != "completed":
             raise RuntimeError(
                 f"dense run {spec.dense_run_id} has not completed (see {dense_dir}); {spec.run_id} needs its trained "
                 "model: run the same command again, which runs the dense run first"
             )
         model = pruning.load_model(dense_dir / "model.pt").to(device)
-        dense_row = read_json(dense_dir / "result.json")
         run = _run_criterion if spec.method == "criteria" else _run_granularity
         row, inference = run(spec, work, model, data, dense_row)
     if inference:
@@ -341,35 +312,28 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
     return finish(study, spec, work, row)
 
 
+def _gammas(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The scales (``weight``) of every affine BatchNorm layer of ``model``."""
+    bns = (m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    return [m.weight for m in bns if m.weight is not None]
+
+
 def slimming_hooks(model: torch.nn.Module, slimming_lambda: float) -> list[Any]:
     """Add network slimming's sub-gradient ``slimming_lambda * sign(gamma)`` to the gradient of every
     BatchNorm scale (Liu et al. 2017): training then minimises ``loss + slimming_lambda * sum |gamma|``.
-
-    Returns:
-        The hook handles; call ``handle.remove()`` on each to stop.
+    Returns the hook handles; call ``handle.remove()`` on each to stop.
     """
-    handles = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-            weight = module.weight
-            handles.append(weight.register_hook(lambda grad, w=weight: grad + slimming_lambda * torch.sign(w.detach())))
-    return handles
+    return [w.register_hook(lambda grad, w=w: grad + slimming_lambda * torch.sign(w.detach())) for w in _gammas(model)]
 
 
 class _Hooked:
-    """A pruning method with an extra ``after_step`` / ``on_epoch_end``; everything else is the method's."""
+    """Wraps a pruning method: subclasses extend ``after_step`` or ``on_epoch_end``; the rest is the method's."""
 
     def __init__(self, method: Any) -> None:
         self._method = method
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._method, name)
-
-    def after_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        self._method.after_step(model, optimizer)
-
-    def on_epoch_end(self, model: torch.nn.Module, optimizer: Any, epoch: int, epochs: int) -> Any:
-        return self._method.on_epoch_end(model, optimizer, epoch, epochs)
 
 
 class _DecoupledSlimming(_Hooked):
@@ -411,31 +375,22 @@ def dense_lr(lr: float, epoch: int, epochs: int, schedule: str = "constant") -> 
 def slimming_penalty(
     model: torch.nn.Module, slimming_lambda: float, optimizer: torch.optim.Optimizer, method: Any
 ) -> tuple[Any, list[Any]]:
-    """Network slimming's L1 penalty on every BatchNorm scale, applied as the SGD step Liu et al. took.
+    """Network slimming's L1 penalty ``slimming_lambda * sum |gamma|`` on every BatchNorm scale of ``model``,
+    applied as the SGD step Liu et al. (2017) took.
 
-    Liu et al. (2017) train with SGD and add ``lambda * sign(gamma)`` to each gamma's gradient before the
-    step. With ``torch.optim.SGD`` that is done here too (:func:`slimming_hooks`; momentum and weight
-    decay act on it as in their code). Adam and AdamW divide every gradient by its running RMS, so the
-    same sub-gradient would move gamma by about ``lr`` whatever ``lambda`` is; for them the penalty is
-    applied outside the optimizer instead, after each step: ``gamma -= lr * lambda * sign(gamma)`` (the
-    plain SGD step on the penalty, at the optimizer's current rate, like AdamW's decoupled weight decay).
-
-    Args:
-        model: the network being trained.
-        slimming_lambda: ``lambda`` of the penalty ``lambda * sum |gamma|``.
-        optimizer: its optimizer.
-        method: the pruning method whose ``after_step`` the training loop calls.
+    With ``torch.optim.SGD`` the sub-gradient ``lambda * sign(gamma)`` joins each gamma's gradient before the
+    step (:func:`slimming_hooks`; momentum and weight decay act on it as in their code). Adam and AdamW
+    divide every gradient by its running RMS, so the same sub-gradient would move gamma by about ``lr``
+    whatever ``lambda`` is; for them the penalty is applied after each step instead:
+    ``gamma -= lr * lambda * sign(gamma)`` at the optimizer's current rate (like AdamW's decoupled decay).
 
     Returns:
-        ``(method, handles)``: the method to hand the training loop and the gradient hooks (remove each
-        with ``handle.remove()`` after training); with SGD the method is unchanged, otherwise it is
-        wrapped to take the decoupled step and ``handles`` is empty.
+        ``(method, handles)``: the pruning ``method`` for the training loop (wrapped to take the decoupled
+        step unless SGD) and the gradient hooks (empty unless SGD; ``handle.remove()`` each after training).
     """
     if isinstance(optimizer, torch.optim.SGD):
         return method, slimming_hooks(model, slimming_lambda)
-    gammas = [m.weight for m in model.modules()
-              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None]  # fmt: skip
-    return _DecoupledSlimming(method, gammas, slimming_lambda), []
+    return _DecoupledSlimming(method, _gammas(model), slimming_lambda), []
 
 
 def _test_row(model: torch.nn.Module, data: Data, batch_size: int) -> dict[str, Any]:

@@ -1,16 +1,12 @@
 """Study parameters: load a YAML study file, validate it, apply overrides.
 
 A study file names the grid (datasets x models x ...) and the protocol (epochs, batch size, optimiser,
-inference and energy settings). Everything is checked before any run starts: an unknown key names the
-closest valid key (``difflib``), a wrong type or an impossible value names the key, the value and what
-is accepted. :class:`~helpers.params.ParamsError` is the one exception.
+inference, energy, executor). Everything is checked before any run starts, raising
+:class:`~helpers.params.ParamsError` that names the key, the value, what is accepted and the closest key.
 
-This module validates the keys every study shares (data, models, seeds, training budget, device,
-inference, energy, executor, ``out``) and the ``study_kind`` key; the registry (:mod:`helpers.studies`)
-has every kind check its own keys (the primary grid's ``methods``, ``scenarios``, ``training_form``, ...:
-:mod:`helpers.primary`; the companion studies': :mod:`helpers.companion`). The primary study's plan
-(:func:`expand_grid`, :func:`dense_twin`, :func:`training_form`) is re-exported here, as are the
-parameter types (:class:`StudyParams`, :class:`RunSpec`) of :mod:`helpers.params`.
+This module checks the keys every study shares and ``study_kind``; each kind checks its own
+(:mod:`helpers.studies`). The primary study's plan (:func:`expand_grid`, :func:`dense_twin`,
+:func:`training_form`) and the types of :mod:`helpers.params` are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +48,6 @@ __all__ = [
     "DEFAULTS",
     "KEYS",
     "RESULT_KEYS",
-    "EXECUTORS",
     "STUDIES",
     "OPTIMIZERS",
     "TRAINING_FORMS",
@@ -63,16 +58,14 @@ __all__ = [
     "study_dir",
 ]
 
-EXECUTORS: tuple[str, ...] = ("local", "dask")  # settings: helpers.executors.validate_executor
 #: ``study_kind`` values: the kinds of study of the registry (:mod:`helpers.studies`).
 STUDIES: tuple[str, ...] = tuple(KINDS)
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 #: Keys that ``model_options`` may set per model (a model's training budget).
 MODEL_OPTION_KEYS: tuple[str, ...] = ("seeds", "epochs", "batch_size", "train_subset", "val_subset")
 
-# Every accepted key with its default; ``None`` marks "no limit / not set". Keys without a default
-# (``name``, ``datasets``, ``models``) are required. The keys of one kind of study come from the
-# registry (after ``study_kind``); every study holds them all.
+# Every shared key with its default (``None``: no limit / not set); the required keys (REQUIRED) have none.
+# Every study also holds every kind's keys (helpers.studies.kind_defaults).
 SHARED_DEFAULTS: dict[str, Any] = {
     "seeds": [0],
     "epochs": 50,
@@ -88,8 +81,8 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "data_seed": 0,
     "data_root": None,
     "dataset_options": {},
-    # Per-model training budgets, e.g. {vgg16: {train_subset: 3000}}: every method of a model trains on
-    # its model's budget (MODEL_OPTION_KEYS), so runs stay comparable within a model.
+    # Per-model training budgets (MODEL_OPTION_KEYS), e.g. {vgg16: {train_subset: 3000}}: every method of
+    # a model trains on it, so runs stay comparable within a model.
     "model_options": {},
     "augment": {"hflip": False, "rotation_degrees": 0.0},
     "device": "cpu",
@@ -100,8 +93,7 @@ SHARED_DEFAULTS: dict[str, Any] = {
     # Seconds between training checkpoints (helpers.train.fit): 0 writes one after every epoch.
     "checkpoint_every_s": 0.0,
     "executor": "local",
-    # The kind of study (helpers.studies). Not `study` (notebooks import helpers.study under that name)
-    # and not `kind` (old study files and folders say study_kind).
+    # The kind of study (helpers.studies): not `study` (notebooks' name for helpers.study) nor `kind` (old files').
     "study_kind": "primary",
 }
 DEFAULTS: dict[str, Any] = {**SHARED_DEFAULTS, **kind_defaults(), "out": "outputs"}
@@ -110,10 +102,6 @@ KEYS: tuple[str, ...] = REQUIRED + tuple(DEFAULTS)
 _NESTED_KEYS = {k: tuple(v) for k, v in DEFAULTS.items() if isinstance(v, dict) and v}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading and validation
 
 
 def load_params(source: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()) -> StudyParams:
@@ -211,10 +199,8 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 check_key(sub, tuple(default), f"key in {key}")
             value = {**copy.deepcopy(default), **value}
         out[key] = value
-    out["name"] = raw["name"]
-    out["datasets"] = raw["datasets"]
-    out["models"] = raw["models"]
-
+    for key in REQUIRED:
+        out[key] = raw[key]
     name = out["name"]
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ParamsError(f"name must be a folder-safe string (letters, digits, _ . -), got {name!r}")
@@ -269,21 +255,26 @@ def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     return {k: out[k] for k in KEYS}
 
 
-def _dataset_options(value: Any, datasets: Sequence[str], data_mod: Any) -> dict[str, dict[str, Any]]:
+def _named_options(key: str, value: Any, names: Sequence[str], fix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(name, options)`` of ``dataset_options`` / ``model_options``, each name one of ``names``."""
     if value is None:
-        return {}
+        return
+    what = key.removesuffix("_options")
     if not isinstance(value, dict):
-        raise ParamsError(f"dataset_options must map a dataset name to its options, got {value!r}")
+        raise ParamsError(f"{key} must map a {what} name to its options, got {value!r}")
+    for name, options in value.items():
+        if name not in names:
+            raise ParamsError(f"{key} names {name!r}, which is not in {what}s ({', '.join(names)}); {fix}")
+        if not isinstance(options, dict):
+            raise ParamsError(f"{key}.{name} must be a mapping of options, got {options!r}")
+        yield name, options
+
+
+def _dataset_options(value: Any, datasets: Sequence[str], data_mod: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     reserved = ("train_subset", "val_subset", "test_subset")
-    for name, options in value.items():
-        if name not in datasets:
-            raise ParamsError(
-                f"dataset_options names {name!r}, which is not in datasets ({', '.join(datasets)}); "
-                "add it to datasets or remove its options"
-            )
-        if not isinstance(options, dict):
-            raise ParamsError(f"dataset_options.{name} must be a mapping of options, got {options!r}")
+    fix = "add it to datasets or remove its options"
+    for name, options in _named_options("dataset_options", value, datasets, fix):
         accepted = tuple(k for k in data_mod.DATASET_OPTIONS[name] if k not in reserved)
         for key in options:
             if key in reserved:
@@ -296,17 +287,8 @@ def _dataset_options(value: Any, datasets: Sequence[str], data_mod: Any) -> dict
 
 
 def _model_options(value: Any, models: Sequence[str]) -> dict[str, dict[str, Any]]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ParamsError(f"model_options must map a model name to its options, got {value!r}")
     out: dict[str, dict[str, Any]] = {}
-    for name, options in value.items():
-        if name not in models:
-            raise ParamsError(f"model_options names {name!r}, which is not in models ({', '.join(models)}); "
-                              "remove it or add the model")
-        if not isinstance(options, dict):
-            raise ParamsError(f"model_options.{name} must be a mapping of options, got {options!r}")
+    for name, options in _named_options("model_options", value, models, "remove it or add the model"):
         checked: dict[str, Any] = {}
         for key, option in options.items():
             check_key(key, MODEL_OPTION_KEYS, f"key in model_options.{name}")

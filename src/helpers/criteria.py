@@ -5,78 +5,54 @@ for convolutional neural networks* (ROSUS 2025): train (or load) a model, remove
 every convolution in one shot with one of several criteria, fine-tune, and compare the accuracy before
 pruning, right after pruning and after fine-tuning.
 
-Units. Filters are chosen per *conv group* (:func:`helpers.pruning.find_structure`): a convolution on
-its own, or -- in a ResNet -- the convolutions whose outputs meet in a residual add and must lose the
-same channels (torch-pruning's dependency groups; Fang et al., *DepGraph*, CVPR 2023). Every group of
-``C`` channels loses exactly ``round(sparsity * C)`` of them (:func:`helpers.pruning.units_removed`,
-at least one kept). A removed channel is removed in every member of its group.
+Units are conv groups (:func:`helpers.pruning.find_structure`; in a ResNet the residual-coupled
+convolutions that must lose the same channels). A group of ``C`` channels loses exactly
+``round(sparsity * C)`` (:func:`helpers.pruning.units_removed`, at least one kept), in every member:
+the channels are zeroed (:func:`helpers.pruning.filters.mask_filters`) and the model compacted
+(:func:`helpers.pruning.compact`), so the pruned logits equal the masked ones.
 
-Criteria (:data:`CRITERIA`); a lower score, or an earlier pick, is removed first:
+Criteria (:data:`CRITERIA`); a lower score, or an earlier pick, is removed first; scores are summed
+over a group's members:
 
-- ``l1``: the filter's L1 norm ``sum |w|`` (Li et al., *Pruning filters for efficient ConvNets*, ICLR
-  2017), summed over the group's members (:func:`helpers.pruning.masks.group_l1_norm`).
-- ``bn_slimming``: ``|gamma|`` of the BatchNorm after the convolution (Liu et al., *Learning efficient
-  convolutional networks through network slimming*, ICCV 2017), summed over the group's members.
-  Liu et al. train with an L1 penalty ``lambda * sum |gamma|`` first (``lambda = 1e-4``); pass
-  :func:`bn_l1_penalty` as ``penalty`` to :func:`finetune` to train that way. Convolutions without a
-  BatchNorm (torchvision's plain ``vgg16``) have no ``gamma``: :class:`MissingBatchNormError`.
-- ``taylor``: first-order Taylor importance (Molchanov et al., *Importance estimation for neural
-  network pruning*, CVPR 2019, whose BatchNorm-gate variant equals the activation form of Molchanov et
-  al., *Pruning convolutional neural networks for resource efficient inference*, ICLR 2017). On a
-  calibration batch with cross-entropy loss ``L``, removing channel ``c`` sets its output ``z_c`` to zero
-  and changes ``L`` by ``-sum_positions dL/dz_c * z_c`` to first order. The score is the square of that
-  sum, summed over the group's members (whose outputs all vanish together) and averaged over
-  calibration batches. With a BatchNorm after the convolution the sum is computed exactly as
-  ``dL/dgamma * gamma + dL/dbeta * beta``; without one as ``sum dL/dw * w + dL/db * b`` over the filter.
-  Gradients are taken in eval mode (BatchNorm uses its running statistics, which stay untouched).
+- ``l1``: the filter's L1 norm ``sum |w|`` (Li et al., ICLR 2017).
+- ``bn_slimming``: ``|gamma|`` of the BatchNorm after the convolution (Liu et al., *network slimming*,
+  ICCV 2017, who first train with the penalty ``1e-4 * sum |gamma|``: pass :func:`bn_l1_penalty` as
+  ``penalty`` to :func:`finetune`). No BatchNorm (plain ``vgg16``): :class:`MissingBatchNormError`.
+- ``taylor``: first-order Taylor importance (Molchanov et al., CVPR 2019; its BatchNorm-gate variant
+  equals the activation form of Molchanov et al., ICLR 2017). Zeroing channel ``c``'s output ``z_c``
+  changes the cross-entropy ``L`` of a calibration batch by ``-sum_positions dL/dz_c * z_c`` to first
+  order; the score is the square of that sum (over the group's members, which vanish together),
+  averaged over calibration batches. With a BatchNorm after the convolution the sum is exactly
+  ``dL/dgamma * gamma + dL/dbeta * beta``, without one ``sum dL/dw * w + dL/db * b`` over the filter.
+  Gradients are taken in eval mode (running statistics used and left untouched).
 - ``random``: uniform scores from a seeded generator (the reference every criterion should beat).
-- ``greedy_output_norm``: ThiNet's greedy selection (Luo et al., *ThiNet: a filter level pruning
-  method for deep neural network compression*, ICCV 2017), the "greedy" criterion of Lajić et al.
-  Every layer that reads the group's channels (the next convolution; in a ResNet every block that reads
-  the residual stream; the linear layer after the last convolution) is a *consumer*. Consumers are
-  linear in their input, so a consumer's output changes, when a set ``T`` of channels is removed, by
-  ``sum_{c in T} Y_c`` with ``Y_c`` the contribution of channel ``c`` alone (its input slice times its
-  weight slice, bias excluded). The removal set is grown one filter at a time: starting from
-  ``T = {}``, add the channel ``j`` that minimises the change left in the consumers' outputs,
+- ``greedy_output_norm``: ThiNet's greedy selection (Luo et al., ICCV 2017), Lajić et al.'s "greedy".
+  The layers that read the group's channels are its *consumers* (the next convolution, every ResNet
+  block reading the residual stream, the linear layer after the last convolution). They are linear in
+  their input, so removing channels ``T`` changes their output by ``sum_{c in T} Y_c``, ``Y_c`` being
+  channel ``c``'s contribution alone (bias excluded). From ``T = {}``, the channel ``j`` minimising
+  ``||sum_{c in T + {j}} Y_c||^2`` (squared Frobenius norm, summed over consumers) is added until the
+  count is reached; with ``G[c, d] = <Y_c, Y_d>`` that is ``cost(T) + 2 sum_{c in T} G[c, j] + G[j, j]``,
+  one vector update per step. Removed channels can cancel each other, so this is not ranking
+  ``||Y_c||`` once. ``Y`` comes from a calibration batch in eval mode; beyond ``max_positions`` output
+  positions (image x pixel) a consumer uses a seeded random subset, ThiNet-style, with ``G`` scaled up.
 
-      ||sum_{c in T + {j}} Y_c||^2  (squared Frobenius norm, summed over all consumers),
+  ``greedy_rescore`` (:data:`GREEDY_RESCORE`): Lajić et al. score a filter "after the removal of the
+  previous filter". ``once`` (default, faster) measures every group's ``Y`` on the unpruned network;
+  the Gram update then re-scores exactly wherever consumers read the channels directly (a plain
+  convolution; checked against forward passes in the tests), but misses how removals in one layer
+  change the activations later layers are scored on. ``each`` prunes groups in model order, each on
+  the network with earlier picks masked, every pick scored on activations measured after the previous
+  removal: one calibration pass per group for a single convolution (where the Gram update is exact);
+  for a residual group, read at several depths of the stream, one pass per removal, channel ``j``
+  costing ``||D - Y_j||^2`` over the consumers, with ``D`` the measured change of their outputs since
+  the group's first removal and ``Y_j`` taken from the re-measured inputs (first order in the blocks
+  between, exact at each consumer).
 
-  recomputed after each removal, until the target count is reached. With the Gram matrix
-  ``G[c, d] = <Y_c, Y_d>`` the cost of ``T + {j}`` is ``cost(T) + 2 sum_{c in T} G[c, j] + G[j, j]``,
-  so each step is one vector update. Because removed channels can cancel each other, this is not the
-  same as ranking ``||Y_c||`` once. ``Y`` is computed on a calibration batch in eval mode; when a
-  consumer has more than ``max_positions`` output positions (image x pixel), ThiNet-style a seeded
-  random subset is used and the Gram matrix scaled up to the full count.
-
-  Re-scoring (``greedy_rescore``, :data:`GREEDY_RESCORE`). Lajić et al. score a filter "after the
-  removal of the previous filter". Read literally, every pick is scored on the network with every
-  earlier pick already removed. Two readings are implemented:
-
-  - ``once`` (default; the faster): the contributions ``Y`` of every group are measured once, on the
-    unpruned network, and each group is grown with the Gram update above. Within a group this already
-    re-scores after each removal exactly wherever the consumers read the group's channels directly (a
-    plain convolution: checked against forward passes in the tests); what it does not see is that
-    removing filters in one layer changes the activations that later layers are scored on.
-  - ``each``: groups are pruned in model order, each on the network with all earlier groups' filters
-    already removed (masked), and every pick is scored on activations measured after the previous
-    pick was removed. For a single convolution the Gram update is exact, so one calibration pass per
-    group suffices. A residual group's channels are read at several depths of the residual stream,
-    where removing one channel also changes the blocks in between; there a new calibration pass follows
-    every removal, and channel ``j`` costs ``||D - Y_j||^2`` summed over the consumers, with ``D`` the
-    measured change of the consumers' outputs since the group's first removal and ``Y_j`` channel
-    ``j``'s contribution in the re-measured inputs (first order in the blocks between, exact at each
-    consumer). It costs one calibration pass per removed residual channel.
-
-Physical removal: the chosen channels are zeroed (filter weight and bias, and the following
-BatchNorm's affine weight and bias, in every member) and the model is compacted with
-:func:`helpers.pruning.compact` (torch-pruning), so the pruned model's logits equal the masked one's.
-
-Protocol (:func:`run_criteria_experiment`): accuracy before pruning; select and remove the filters;
-accuracy right after pruning; fine-tune with :func:`finetune` -- SGD, momentum 0.9, learning rate
-1e-3, 1e-4, 1e-5 over equal thirds of the epochs (:func:`lr_for_epoch`), batch 32, random horizontal
-flips and rotations (:func:`helpers.transforms.augment_batch`; Lajić et al. do not state the angle, 15
-degrees here), 10 epochs for data with up to 10 classes and 20 above (:func:`default_finetune_epochs`);
-accuracy after fine-tuning. Accuracies are on the test split.
+Protocol (:func:`run_criteria_experiment`): test accuracy before pruning, right after pruning and after
+:func:`finetune` -- SGD, momentum 0.9, learning rate 1e-3, 1e-4, 1e-5 over equal thirds of the epochs,
+batch 32, random flips and rotations (Lajić et al. do not state the angle; 15 degrees here), 10 epochs
+for up to 10 classes and 20 above.
 """
 
 from __future__ import annotations
@@ -94,7 +70,7 @@ from torch import nn
 from helpers.pruning import count_macs, find_structure, units_removed
 from helpers.pruning.filters import Consumer, find_consumers, mask_filters, prune_filters
 from helpers.pruning.masks import group_l1_norm, top_k_mask
-from helpers.pruning.structure import Structure
+from helpers.pruning.structure import Structure, channel_tensors, eval_mode
 from helpers.train import Data, evaluate, train_one_epoch
 from helpers.transforms import augment_batch
 
@@ -144,10 +120,7 @@ def _check_criterion(criterion: str) -> None:
 def _calibration_parts(calibration: Any, need_labels: bool, criterion: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     if calibration is None:
         raise ValueError(f"criterion {criterion!r} needs calibration data; pass calibration=(images, labels)")
-    if isinstance(calibration, torch.Tensor):
-        x, y = calibration, None
-    else:
-        x, y = calibration
+    x, y = (calibration, None) if isinstance(calibration, torch.Tensor) else calibration
     if need_labels and y is None:
         raise ValueError(f"criterion {criterion!r} needs labels; pass calibration=(images, labels), not images alone")
     return x, y
@@ -175,40 +148,30 @@ def _taylor_scores(
     model: nn.Module, structure: Structure, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> dict[str, torch.Tensor]:
     params: list[torch.Tensor] = []
-    terms: list[tuple[str, int, int, str]] = []  # (group, index into params, count, kind)
+    terms: list[tuple[str, int, int]] = []  # (group, index into params, count)
     for group in structure.conv_groups:
         for conv_name, norm_name in zip(group.convs, group.norms):
-            norm = model.get_submodule(norm_name) if norm_name is not None else None
-            if norm is not None and norm.weight is not None:
-                terms.append((group.name, len(params), 2, "bn"))
-                params += [norm.weight, norm.bias]
-            else:
-                conv = model.get_submodule(conv_name)
-                pieces = [conv.weight] + ([conv.bias] if conv.bias is not None else [])
-                terms.append((group.name, len(params), len(pieces), "conv"))
-                params += pieces
+            pieces = channel_tensors(model, conv_name, norm_name)
+            if norm_name is not None and model.get_submodule(norm_name).weight is not None:
+                pieces = pieces[-2:]  # the BatchNorm's gamma and beta
+            terms.append((group.name, len(params), len(pieces)))
+            params += pieces
     scores = {group.name: torch.zeros(group.channels, dtype=torch.float64) for group in structure.conv_groups}
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     batches = 0
-    try:
-        with torch.enable_grad():
-            for start in range(0, x.shape[0], batch_size):
-                loss = F.cross_entropy(model(x[start : start + batch_size]), y[start : start + batch_size])
-                grads = torch.autograd.grad(loss, params)
-                first_order = {name: torch.zeros_like(s) for name, s in scores.items()}
-                for name, index, count, kind in terms:
-                    total = 0.0
-                    for p, g in zip(params[index : index + count], grads[index : index + count]):
-                        pg = (p.detach() * g).double()
-                        total = total + (pg if pg.ndim == 1 else pg.flatten(1).sum(1))
-                    first_order[name] += total.cpu()
-                for name in scores:
-                    scores[name] += first_order[name].square()
-                batches += 1
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model), torch.enable_grad():
+        for start in range(0, x.shape[0], batch_size):
+            loss = F.cross_entropy(model(x[start : start + batch_size]), y[start : start + batch_size])
+            grads = torch.autograd.grad(loss, params)
+            first_order = {name: torch.zeros_like(s) for name, s in scores.items()}
+            for name, index, count in terms:
+                total = 0.0
+                for p, g in zip(params[index : index + count], grads[index : index + count]):
+                    pg = (p.detach() * g).double()
+                    total = total + (pg if pg.ndim == 1 else pg.flatten(1).sum(1))
+                first_order[name] += total.cpu()
+            for name in scores:
+                scores[name] += first_order[name].square()
+            batches += 1
     return {name: (s / max(batches, 1)).float() for name, s in scores.items()}
 
 
@@ -267,16 +230,13 @@ def _consumer_inputs(model: nn.Module, names: set[str], x: torch.Tensor, batch_s
             captured[name].append(inputs[0].detach())
 
         handles.append(model.get_submodule(name).register_forward_hook(hook))
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     try:
-        for start in range(0, x.shape[0], batch_size):
-            model(x[start : start + batch_size])
+        with eval_mode(model):
+            for start in range(0, x.shape[0], batch_size):
+                model(x[start : start + batch_size])
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     return {name: torch.cat(parts) for name, parts in captured.items()}
 
 
@@ -299,7 +259,6 @@ def _contribution_gram(
 ) -> torch.Tensor:
     """``G[c, d] = <Y_c, Y_d>`` of one consumer's per-channel output contributions (float64, CPU)."""
     rows, w = _consumer_rows(consumer, inputs, channels, block)
-    equation = "mck,ock->cmo"
     total = rows.shape[0]
     scale = 1.0
     if total > max_positions:
@@ -309,7 +268,7 @@ def _contribution_gram(
     gram = torch.zeros(channels, channels, dtype=torch.float64, device=rows.device)
     step = max(1, _CHUNK_ELEMENTS // max(1, channels * w.shape[0]))
     for start in range(0, rows.shape[0], step):
-        contrib = torch.einsum(equation, rows[start : start + step], w).reshape(channels, -1)
+        contrib = torch.einsum("mck,ock->cmo", rows[start : start + step], w).reshape(channels, -1)
         gram += (contrib @ contrib.T).double()
     return (gram * scale).cpu()
 
@@ -331,10 +290,9 @@ def greedy_output_norm_order(
         model: the network (not modified).
         calibration: images (or ``(images, labels)``; labels are unused) on the model's device.
         counts: conv group name -> how many channels to pick.
-        structure: the model's structure; found when ``None``.
+        structure, batch_size: as in :func:`filter_scores`.
         max_positions: output positions per consumer beyond which a seeded random subset is used.
         seed: seeds that subset.
-        batch_size: calibration images per forward pass.
         rescore: ``once`` -- every group scored on the unpruned network's activations; ``each`` --
             every pick scored on the network with all earlier picks removed (module docstring).
 
@@ -347,47 +305,11 @@ def greedy_output_norm_order(
     structure = structure or find_structure(model, x[:2])
     roots = [g.convs[0] for g in structure.conv_groups]
     consumers = find_consumers(model, roots, x[:2])
-    if rescore == "each":
-        return _greedy_each(model, x, counts, structure, consumers, max_positions, seed, batch_size)
-    needed = {c.name for g in structure.conv_groups if counts.get(g.name, 0) > 0 for c in consumers[g.convs[0]]}
-    inputs = _consumer_inputs(model, needed, x, batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    orders = {}
-    for group in structure.conv_groups:
-        n_pick = counts.get(group.name, 0)
-        if n_pick == 0:
-            orders[group.name] = []
-            continue
-        group_consumers = consumers[group.convs[0]]
-        if not group_consumers:
-            raise _no_consumer_error(group.name)
-        gram = sum(
-            _contribution_gram(model.get_submodule(c.name), inputs[c.name], group.channels, c.block, max_positions, generator)
-            for c in group_consumers
-        )
-        orders[group.name] = _greedy_pick(gram, n_pick)
-    return orders
-
-
-def _no_consumer_error(group_name: str) -> ValueError:
-    return ValueError(
-        f"conv group {group_name} has no layer that reads its channels, so greedy_output_norm cannot "
-        "measure the change its removal makes; use another criterion"
-    )
-
-
-def _greedy_each(
-    model: nn.Module,
-    x: torch.Tensor,
-    counts: Mapping[str, int],
-    structure: Structure,
-    consumers: Mapping[str, tuple[Consumer, ...]],
-    max_positions: int,
-    seed: int,
-    batch_size: int,
-) -> dict[str, list[int]]:
-    """``greedy_rescore: each``: groups in model order on a working copy masked as picks are made."""
-    work = copy.deepcopy(model).eval()
+    each = rescore == "each"
+    work = copy.deepcopy(model).eval() if each else model  # each: a working copy, masked as picks are made
+    if not each:  # every group's consumers measured once, on the unpruned network
+        needed = {c.name for g in structure.conv_groups if counts.get(g.name, 0) > 0 for c in consumers[g.convs[0]]}
+        inputs = _consumer_inputs(model, needed, x, batch_size)
     generator = torch.Generator().manual_seed(seed)
     orders: dict[str, list[int]] = {}
     for group in structure.conv_groups:
@@ -397,21 +319,24 @@ def _greedy_each(
             continue
         group_consumers = consumers[group.convs[0]]
         if not group_consumers:
-            raise _no_consumer_error(group.name)
-        names = {c.name for c in group_consumers}
-        inputs = _consumer_inputs(work, names, x, batch_size)
-        if len(group.convs) == 1:  # consumers read the channels directly: the Gram update is exact
+            raise ValueError(
+                f"conv group {group.name} has no layer that reads its channels, so greedy_output_norm cannot "
+                "measure the change its removal makes; use another criterion"
+            )
+        if each:  # groups in model order, on the network with all earlier groups' picks removed
+            inputs = _consumer_inputs(work, {c.name for c in group_consumers}, x, batch_size)
+        if not each or len(group.convs) == 1:  # each: consumers read the channels directly, the Gram update is exact
             gram = sum(
                 _contribution_gram(work.get_submodule(c.name), inputs[c.name], group.channels, c.block, max_positions,
                                    generator)
                 for c in group_consumers
             )  # fmt: skip
-            order = _greedy_pick(gram, n_pick)
+            orders[group.name] = _greedy_pick(gram, n_pick)
         else:
-            order = _greedy_remeasured(work, x, group, group_consumers, inputs, n_pick, structure, max_positions,
-                                       generator, batch_size)  # fmt: skip
-        mask_filters(work, {group.name: order}, structure)
-        orders[group.name] = order
+            orders[group.name] = _greedy_remeasured(work, x, group, group_consumers, inputs, n_pick, structure,
+                                                    max_positions, generator, batch_size)  # fmt: skip
+        if each:
+            mask_filters(work, {group.name: orders[group.name]}, structure)
     return orders
 
 
@@ -495,10 +420,8 @@ def select_filters(
         calibration: ``(images, labels)`` on the model's device, for ``taylor`` and
             ``greedy_output_norm`` (which also accepts images alone).
         seed: seeds ``random`` and greedy's position sampling.
-        structure: the model's structure; found when ``None``.
+        structure, batch_size, model_name: as in :func:`filter_scores`.
         max_positions: see :func:`greedy_output_norm_order`.
-        batch_size: calibration images per pass.
-        model_name: the model's name, for error messages.
         greedy_rescore: ``once`` or ``each``, for ``greedy_output_norm`` (see the module docstring).
 
     Returns:
@@ -522,11 +445,10 @@ def select_filters(
         model, criterion, calibration=calibration, seed=seed, structure=structure, batch_size=batch_size,
         model_name=model_name,
     )  # fmt: skip
-    removed = {}
-    for group in structure.conv_groups:
-        keep = top_k_mask(scores[group.name], group.channels - counts[group.name])
-        removed[group.name] = torch.nonzero(~keep).reshape(-1).tolist()
-    return removed
+    return {
+        g.name: torch.nonzero(~top_k_mask(scores[g.name], g.channels - counts[g.name])).reshape(-1).tolist()
+        for g in structure.conv_groups
+    }
 
 
 def bn_l1_penalty(model: nn.Module, lam: float = 1e-4) -> torch.Tensor:
@@ -590,11 +512,8 @@ def finetune(
         labels: int64 labels ``[N]``.
         epochs: number of epochs (0 does nothing).
         lrs: learning rates over equal parts of the epochs (:func:`lr_for_epoch`).
-        batch_size: images per step.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
-        hflip: random horizontal flips.
-        rotation_degrees: largest random rotation (0 disables).
+        batch_size, momentum, weight_decay: SGD's images per step, momentum and weight decay.
+        hflip, rotation_degrees: random horizontal flips; largest random rotation (0 disables).
         seed: seeds the batch order and augmentation.
         penalty: optional ``f(model) -> scalar`` added to the loss (e.g. :func:`bn_l1_penalty`).
         after_step: optional ``f(model)`` called after every optimizer step (e.g. to re-apply masks).
@@ -631,8 +550,7 @@ def finetune(
 def _splits(data: Data | Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if isinstance(data, Data):
         return {"train": (data.train_x, data.train_y), "val": (data.val_x, data.val_y), "test": (data.test_x, data.test_y)}
-    missing = {"train", "test"} - set(data)
-    if missing:
+    if {"train", "test"} - set(data):
         raise ValueError(
             f"data has splits {sorted(data)} but needs train and test; pass a helpers.train.Data or a mapping "
             "{'train': (images, labels), 'test': (images, labels)}"
@@ -649,10 +567,6 @@ def _num_classes(model: nn.Module) -> int:
 
 def _filter_counts(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def run_criteria_experiment(
@@ -685,12 +599,7 @@ def run_criteria_experiment(
         criterion: one of :data:`CRITERIA`.
         sparsity: fraction of each conv group's filters removed (Lajić et al.: 0.4).
         finetune_epochs: fine-tuning epochs; ``None`` uses :func:`default_finetune_epochs`.
-        lrs: the learning-rate steps.
-        batch_size: fine-tuning batch size.
-        momentum: SGD momentum during fine-tuning.
-        weight_decay: SGD weight decay during fine-tuning.
-        rotation_degrees: largest random rotation during fine-tuning.
-        hflip: random horizontal flips during fine-tuning.
+        lrs, batch_size, momentum, weight_decay, rotation_degrees, hflip: fine-tuning settings (:func:`finetune`).
         calibration_size: training images (a seeded random subset) that ``taylor`` and
             ``greedy_output_norm`` score on.
         eval_batch_size: batch size for scoring.
@@ -717,8 +626,7 @@ def run_criteria_experiment(
     model = copy.deepcopy(model)
 
     def score(m: nn.Module) -> dict[str, float]:
-        metrics, _ = evaluate(m, test_x, test_y, batch_size=eval_batch_size, num_classes=num_classes)
-        return metrics
+        return evaluate(m, test_x, test_y, batch_size=eval_batch_size, num_classes=num_classes)[0]
 
     before = score(model)
     generator = torch.Generator().manual_seed(seed)
@@ -764,8 +672,8 @@ def run_criteria_experiment(
         "f1_finetuned": after["f1"],
         "filters_total": _filter_counts(model),
         "filters_removed": _filter_counts(model) - _filter_counts(pruned),
-        "params_before": _params(model),
-        "params_after": _params(pruned),
+        "params_before": sum(p.numel() for p in model.parameters()),
+        "params_after": sum(p.numel() for p in pruned.parameters()),
         "macs_before": count_macs(model, example),
         "macs_after": count_macs(pruned, example),
         "selection_time_s": selection_time,

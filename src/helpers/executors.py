@@ -1,56 +1,37 @@
 """Executors: where a study's runs execute, in this process or spread over a Dask cluster.
 
-The grid's runs are independent (see DESIGN.md), so they spread over whatever is available on an
-existing engine: Dask (``distributed``; Rocklin, *Dask: parallel computation with blocked algorithms
-and task scheduling*, SciPy 2015) and ``dask-jobqueue`` for batch schedulers (SLURM, PBS, SGE, LSF,
-OAR, HTCondor, Moab). The study file's ``executor`` key picks one:
+The runs are independent (DESIGN.md), so they spread over Dask (``distributed``) and ``dask-jobqueue``
+for batch schedulers (SLURM, PBS, SGE, LSF, OAR, HTCondor, Moab). The study file's ``executor`` key picks:
 
-- ``local`` (default): the runs in order, one after the other, each in a fresh process of its own,
-  so that a run's CPU peak memory (the process's resident memory) is its own and not what earlier runs
-  left in the allocator; the process ends with the run and shares nothing with the others but the files
-  on disk (the prepared data cache, the dense run a ``post_training`` run reuses). On Linux the process is
-  forked from a server that imported helpers and the study once and computes nothing (a few milliseconds
-  per run instead of the ~5 s an interpreter takes to import torch); ``python -m helpers`` forks that
-  server from itself once its parameters are read, before any torch operation, so that not even the
-  server imports torch a second time. Elsewhere each run is a fresh interpreter started with ``sys.executable``. A forked run's resident memory counts the library pages it touches,
-  not the ~0.4 GB an interpreter touches while importing torch: peaks recorded before 2026-12-03, with an
-  interpreter per run, are that much higher for small models. ``{kind: local, process_per_run: false}``
-  runs them in this process instead (the peak memory of every run but the first then includes what
-  earlier runs left, and ``runs.peak_memory_scope`` says ``shared-process``).
-- ``{kind: dask, n_workers: 2, threads_per_worker: 1}``: a ``LocalCluster`` of worker processes on
-  this machine (scheduler, workers and dashboard bound to 127.0.0.1).
+- ``local`` (default): the runs in order, each in a fresh process of its own, so its CPU peak memory
+  (resident memory) is its own; runs share only files on disk (data cache, the dense run a
+  ``post_training`` run reuses). On Linux the process is forked from a server that imported helpers and
+  the study once and computes nothing (milliseconds per run instead of the ~5 s of importing torch);
+  ``python -m helpers`` forks that server from itself before any torch operation. Elsewhere each run is
+  a fresh ``sys.executable``. A forked run's resident memory lacks the ~0.4 GB an interpreter touches
+  importing torch: peaks recorded before 2026-12-03 (an interpreter per run) are that much higher.
+  ``{kind: local, process_per_run: false}`` runs them in this process (``runs.peak_memory_scope`` is then
+  ``shared-process``: a peak includes what earlier runs left).
+- ``{kind: dask, n_workers: 2, threads_per_worker: 1}``: a ``LocalCluster`` bound to 127.0.0.1.
 - ``{kind: dask, scheduler: "tcp://host:8786"}``: the workers of a running Dask scheduler.
-- ``{kind: dask, jobqueue: {system: slurm, cores: 8, memory: 32GB, ...}, max_jobs: 10}``: batch jobs,
-  each one Dask worker, started and stopped as needed (adaptive scaling up to ``max_jobs``); the
-  ``jobqueue`` settings go through to the dask-jobqueue cluster class (``SLURMCluster``, ...).
+- ``{kind: dask, jobqueue: {system: slurm, cores: 8, memory: 32GB, ...}, max_jobs: 10}``: batch jobs, each
+  one Dask worker, scaled adaptively up to ``max_jobs``; ``jobqueue`` goes to the dask-jobqueue class.
 
-Every executor is handed the task: the study's kind (:class:`helpers.params.StudyKind`, from the registry
-:mod:`helpers.studies`), whose ``run_one`` executes one run and whose ``failure_ids`` name a run that
-failed; the executors import no study, so every kind of study runs on every executor.
+Every executor is handed a :class:`Task` (the study's :class:`helpers.params.StudyKind`) and imports no
+study. On Dask each run is one task (peak memory scope ``shared-process``) calling ``run_one``, which
+works in ``runs/.work/<run_id>/`` and renames it into ``runs/<run_id>/`` atomically. A lost worker or a
+raised error is retried ``retries`` times, resuming from the last epoch checkpoint; the parent submits,
+waits and rebuilds the tables (:func:`helpers.results.collect`). A ``post_training`` task takes its
+dense run's future as an argument, so it starts once the dense model is trained.
 
-One Dask task per run (a Dask worker runs its runs in turn in one process, so their CPU peak memory is
-recorded as ``shared-process``): the task calls the kind's ``run_one``, which works in the run's own
-``runs/.work/<run_id>/`` folder and renames it into ``runs/<run_id>/`` atomically when finished. A
-worker that dies loses at most the run it was working on; Dask reschedules that task (up to
-``retries`` times, for a raised error and for a lost worker alike) and the new attempt resumes from
-the run's last epoch checkpoint. The parent process only submits, waits and finally rebuilds the
-tables from the run folders (:func:`helpers.results.collect`, which any process may call at any time
-to see the runs finished so far). A ``post_training`` run's task takes its dense run's future as an
-argument, so it starts once the dense model is trained; nothing else waits.
+Placement: a worker holds resource ``run=1`` (one run at a time, ``threads_per_worker`` torch threads),
+or with ``gpus_per_worker: g`` ``GPU=g``: one run per GPU, on its own GPU, with ``threads_per_worker // g``.
 
-Placement. A worker runs one run at a time (worker resource ``run=1``) and the run's torch uses the
-worker's ``threads_per_worker`` threads. With ``gpus_per_worker: g`` a worker holds the resource
-``GPU=g`` instead, each run asks for ``GPU=1``, so a worker runs one run per GPU at once, each on its
-own GPU (``torch.cuda.device`` of a free slot) with ``threads_per_worker // g`` threads.
+Worker memory: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's dynamic mmap
+threshold (every tensor above 128 KiB becomes a fresh ``mmap``: training steps took ~2x as long,
+``benchmarks/README.md``); the nannies preload this module (:func:`dask_setup`), which drops it.
 
-Worker memory. Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which switches
-off glibc's dynamic mmap threshold: every tensor above 128 KiB is then a fresh ``mmap`` with page
-faults and ``munmap``, and a training step took about 2 x as long in a worker as in this process
-(``benchmarks/README.md``). The executor's nannies load this module as a preload
-(:func:`dask_setup`), which drops that one variable, so workers allocate as a plain process does.
-
-Executor settings change where and how fast runs happen, never their results: they are excluded
-from the run ids (:data:`helpers.params.RESULT_KEYS`).
+Executor settings never change results: they are not in the run ids (:data:`helpers.params.RESULT_KEYS`).
 """
 
 from __future__ import annotations
@@ -82,7 +63,7 @@ with warnings.catch_warnings():  # tqdm.auto warns in a Jupyter kernel without i
 
 from helpers import measure
 from helpers.lifecycle import record_failure
-from helpers.params import ParamsError, RunSpec, check_key
+from helpers.params import ParamsError, RunSpec, check_choice, check_int, check_key
 
 __all__ = [
     "EXECUTOR_KINDS",
@@ -105,8 +86,8 @@ log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
-    """What an executor is handed: a kind of study (:class:`helpers.params.StudyKind` satisfies it).
-    It must pickle (module-level functions do): it travels to a run's own process or a Dask worker."""
+    """What an executor is handed (a :class:`helpers.params.StudyKind`); it must pickle, as it travels to
+    a run's own process or a Dask worker."""
 
     def run_one(self, spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str: ...
 
@@ -152,35 +133,18 @@ JOBQUEUE_SYSTEMS: dict[str, str] = {
     "moab": "MoabCluster",
 }
 
-# Settings the executor itself sets on a jobqueue cluster (a user value is merged, not replaced).
-_MERGED_JOBQUEUE_KEYS = ("worker_extra_args", "scheduler_options")
-
-# Environment variables Dask's nanny sets for its workers that slow torch down (see the module docstring).
-_DROPPED_WORKER_ENV = ("MALLOC_TRIM_THRESHOLD_",)
-
 
 def dask_setup(nanny: Any) -> None:
-    """Nanny preload (``--preload-nanny helpers.executors``): start workers without Dask's malloc tuning.
-
-    Runs in the nanny before it spawns its worker process; a value the user exported stays.
-    """
-    for name in _DROPPED_WORKER_ENV:
-        if name in os.environ:  # exported by the user (or by an earlier nanny of this process): keep
-            continue
-        for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None)):
-            if isinstance(env, dict):
-                env.pop(name, None)
+    """Nanny preload (``--preload-nanny helpers.executors``), run before it spawns its worker: drop Dask's
+    ``MALLOC_TRIM_THRESHOLD_`` (module docstring) unless the user exported it."""
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:  # exported by the user (or by an earlier nanny of this process): keep
+        return
+    for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None)):
+        if isinstance(env, dict):
+            env.pop("MALLOC_TRIM_THRESHOLD_", None)
 
 
 # ---------------------------------------------------------------------------------------------- validation
-
-
-def _int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamsError(f"executor.{key} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ParamsError(f"executor.{key} must be at least {minimum}, got {value}")
-    return value
 
 
 def _jobqueue_keys(system: str) -> tuple[str, ...]:
@@ -207,12 +171,7 @@ def _jobqueue(value: Any) -> dict[str, Any]:
     system = settings.pop("system", None)
     if system is None:
         raise ParamsError(f"executor.jobqueue needs a system: one of {', '.join(JOBQUEUE_SYSTEMS)}")
-    if system not in JOBQUEUE_SYSTEMS:
-        close = difflib.get_close_matches(str(system), JOBQUEUE_SYSTEMS, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ParamsError(
-            f"unknown executor.jobqueue.system {system!r}{hint}; expected one of {', '.join(JOBQUEUE_SYSTEMS)}"
-        )
+    check_choice("executor.jobqueue.system", system, tuple(JOBQUEUE_SYSTEMS))
     accepted = _jobqueue_keys(system)
     for key in settings:
         check_key(key, ("system", *accepted), f"key in executor.jobqueue ({JOBQUEUE_SYSTEMS[system]})")
@@ -222,10 +181,10 @@ def _jobqueue(value: Any) -> dict[str, Any]:
                 f"executor.jobqueue needs {key} (per job), e.g. cores: 8, memory: 32GB; "
                 "dask-jobqueue cannot size the jobs without it"
             )
-    _int("jobqueue.cores", settings["cores"], 1)
+    check_int("executor.jobqueue.cores", settings["cores"], minimum=1)
     if settings.get("processes") is not None:
-        _int("jobqueue.processes", settings["processes"], 1)
-    for key in _MERGED_JOBQUEUE_KEYS[:1] + ("job_extra_directives", "job_script_prologue"):
+        check_int("executor.jobqueue.processes", settings["processes"], minimum=1)
+    for key in ("worker_extra_args", "job_extra_directives", "job_script_prologue"):
         if key in settings and not (
             isinstance(settings[key], list) and all(isinstance(v, str) for v in settings[key])
         ):
@@ -234,19 +193,14 @@ def _jobqueue(value: Any) -> dict[str, Any]:
 
 
 def validate_executor(value: Any) -> str | dict[str, Any]:
-    """Check the study file's ``executor`` and fill in its defaults.
-
-    Args:
-        value: ``"local"``, ``"dask"`` or a mapping with ``kind`` (``local`` / ``dask``) and the keys of
-            :data:`LOCAL_DEFAULTS` / :data:`DASK_DEFAULTS`.
+    """Check the study file's ``executor`` (``"local"``, ``"dask"`` or a mapping with ``kind`` and the keys
+    of :data:`LOCAL_DEFAULTS` / :data:`DASK_DEFAULTS`) and fill in its defaults.
 
     Returns:
-        ``"local"`` (a local executor with the defaults), the ``local`` mapping where a key differs from
-        its default, or the ``dask`` mapping with every key of :data:`DASK_DEFAULTS`.
+        ``"local"`` for a local executor with the defaults, else the mapping with every key of its kind.
 
     Raises:
-        ParamsError: naming the bad key or value, what is accepted and, for a mistyped key, the
-            closest valid one.
+        ParamsError: naming the bad key or value, what is accepted and the closest valid key.
     """
     if isinstance(value, str) or value is None:
         value = {"kind": value}
@@ -273,9 +227,9 @@ def validate_executor(value: Any) -> str | dict[str, Any]:
     cfg = {**DASK_DEFAULTS, **value}
     for key in ("n_workers", "threads_per_worker", "max_jobs"):
         if cfg[key] is not None:
-            _int(key, cfg[key], 1)
+            check_int(f"executor.{key}", cfg[key], minimum=1)
     for key in ("gpus_per_worker", "retries", "min_jobs"):
-        _int(key, cfg[key], 0)
+        check_int(f"executor.{key}", cfg[key], minimum=0)
     if not isinstance(cfg["dashboard"], bool):
         raise ParamsError(f"executor.dashboard must be true or false, got {cfg['dashboard']!r}")
     if not isinstance(cfg["memory_limit"], (str, int)) or isinstance(cfg["memory_limit"], bool):
@@ -337,30 +291,24 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _own_process_main(status_fd: int) -> None:
-    """Entry point of a run's own interpreter (outside Linux, see :data:`_FORK_SERVER`): read the task and the run from
-    stdin, claim the process, run, report the status."""
+    """Entry point of a run's own interpreter (outside Linux): read the task and run from stdin, run it."""
     task, spec, study, progress, parent = pickle.load(sys.stdin.buffer)
     _die_with_parent(parent)
     _run_here(task, spec, study, progress, status_fd)
 
 
 def _child_env() -> dict[str, str]:
-    """The environment of a run's process: this one's, importing helpers from where this process does,
-    whatever put it on ``sys.path``."""
+    """This process's environment, with ``PYTHONPATH`` importing helpers from where this process does."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p and os.path.isdir(p)])
     return env
 
 
 def _forker_main(request_fd: int, reply_fd: int) -> None:
-    """Entry point of the fork server (:class:`_ForkServer`): read the task, then fork one child per run.
-
-    The server imports helpers and the task's module once (unpickling the task imports it) and computes
-    nothing, so each child starts as a fresh interpreter would after its imports: no run before it, no
-    tensor in its allocator, no thread pool. The child runs the run as :func:`_own_process_main` does; the
-    server waits for it and replies ``exit code <tab> status``. A server whose executor never sent a task
-    (a command that ended before its first run) ends when the request pipe closes.
-    """
+    """Entry point of the fork server (:class:`_ForkServer`): read the task (unpickling imports its module),
+    then fork one child per run request and reply ``exit code <tab> status``. The server computes nothing,
+    so each child starts clean: no earlier run, no tensor in its allocator, no thread pool. It ends when
+    the request pipe closes (also when no task was ever sent)."""
     requests = os.fdopen(request_fd, "rb")
     replies = os.fdopen(reply_fd, "w")
     try:
@@ -410,19 +358,17 @@ def _run_here(task: Task, spec: RunSpec, study: str, progress: bool, status_fd: 
         out.write(status)
 
 
-#: Runs' own processes are forked from a server on Linux (where ``PR_SET_PDEATHSIG`` ties each to its parent);
-#: elsewhere (macOS, where forking after importing system frameworks is unsafe; Windows) they are fresh interpreters.
+#: Fork runs from a server on Linux (``PR_SET_PDEATHSIG`` ties each to its parent); elsewhere (macOS, where
+#: forking after importing system frameworks is unsafe; Windows) each run is a fresh interpreter.
 _FORK_SERVER = sys.platform.startswith("linux")
 _PRESTARTED: _ForkServer | None = None
 
 
 def prestart_fork_server(cfg: str | Mapping[str, Any]) -> None:
-    """For the executor ``cfg`` when it gives each run a process of its own on this machine (``local``,
-    ``process_per_run``), fork its fork server from this process now, so that the server need not start an
-    interpreter and import torch again (~5 s). Call it only from a process that has imported what it needs
-    and has run no torch operation yet (``python -m helpers`` does, right after reading its parameters):
-    the server and every run it forks inherit this process's state. The next :class:`LocalExecutor` run
-    takes it; :func:`discard_prestarted` ends it if none did. Linux only (elsewhere nothing)."""
+    """Fork the fork server from this process now when ``cfg`` is ``local`` with ``process_per_run``
+    (Linux only), sparing it ~5 s of imports. The server and its runs inherit this process's state: call it
+    only before any torch operation (``python -m helpers`` does). The next :class:`LocalExecutor` run takes
+    it; :func:`discard_prestarted` ends it if none did."""
     global _PRESTARTED
     cfg = validate_executor(cfg)
     local = cfg == "local" or (cfg["kind"] == "local" and cfg["process_per_run"])
@@ -448,7 +394,7 @@ def _take_prestarted() -> _ForkServer | None:
 
 
 class _Forked:
-    """A child forked from this process, with the part of ``subprocess.Popen``'s interface the server uses."""
+    """A child forked from this process, with the part of ``subprocess.Popen``'s interface used here."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.returncode = pid, None
@@ -477,15 +423,9 @@ class _Forked:
 
 
 class _ForkServer:
-    """A process that has imported helpers and the task once, then forks a process per run.
-
-    Starting an interpreter and importing torch, torchvision and helpers takes about 5 s on a 2-core CPU;
-    a fork takes milliseconds. Each run still gets a process of its own that ends with it (its CPU peak
-    memory is its own). If the executor's process dies, the kernel kills the server, and the server's
-    death kills the run (``PR_SET_PDEATHSIG`` at each step, Linux).
-
-    The server is a fresh interpreter, or (``fork=True``, :func:`prestart_fork_server`) a fork of this
-    process, made before it ran any torch operation: the same imports, without paying them twice.
+    """A process that imports helpers and the task once (~5 s on 2 cores), then forks a process per run
+    (milliseconds). The executor's death kills the server, whose death kills the run (``PR_SET_PDEATHSIG``).
+    It is a fresh interpreter or, with ``fork=True`` (:func:`prestart_fork_server`), a fork of this process.
     """
 
     def __init__(self, *, fork: bool = False) -> None:
@@ -539,8 +479,8 @@ class _ForkServer:
         return True
 
     def run(self, spec: RunSpec, study: Path, progress: bool) -> tuple[int, str]:
-        """Run ``spec`` in a forked process: its ``(exit code, status)``, the status empty if the run's
-        process died; if the server itself died, its exit code."""
+        """Run ``spec`` in a forked process: ``(exit code, status)``, status empty if the process (or the
+        server, then its exit code) died."""
         reply = self._replies.readline() if self._send((spec, str(study), progress)) else ""
         if not reply:
             return self.proc.wait(), ""
@@ -564,15 +504,8 @@ class _ForkServer:
 
 
 class LocalExecutor:
-    """The runs in order (dense runs come before the ``post_training`` runs that reuse them), each in a
-    fresh process of its own (``process_per_run``, the default) or all in this process.
-
-    A run's own process is forked from a server that imported helpers and the study once (:class:`_ForkServer`,
-    Linux), or is a fresh interpreter (elsewhere).
-
-    Args:
-        process_per_run: give every run a fresh process of its own (see the module docstring).
-    """
+    """The runs in plan order, each in a fresh process of its own (``process_per_run``, the default: forked
+    by a :class:`_ForkServer` on Linux, else a fresh interpreter) or all in this process."""
 
     remote = False
 
@@ -589,10 +522,6 @@ class LocalExecutor:
         except RuntimeError as exc:  # raised, so that the record carries a traceback
             _record(task, spec, study, exc)
         return "failed"
-
-    def _run_forked(self, server: _ForkServer, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
-        code, status = server.run(spec, study, progress)
-        return self._status(task, spec, study, status, code)
 
     def _run_in_process(self, task: Task, spec: RunSpec, study: Path, progress: bool) -> str:
         """Run ``spec`` in a fresh interpreter (``python -c``; unlike ``multiprocessing``'s spawn it never
@@ -622,12 +551,8 @@ class LocalExecutor:
 
     def run(self, specs: Sequence[RunSpec], study: Path, *, task: Task, progress: bool = True,
             desc: str = "study") -> dict[str, str]:  # fmt: skip
-        """Execute ``specs`` with ``task.run_one``; a run that raises is recorded as failed (``error.json``)
-        and the grid goes on.
-
-        Returns:
-            ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
-        """
+        """Execute ``specs`` with ``task.run_one``: ``run_id -> status`` (``completed``, ``diverged``,
+        ``skipped`` or ``failed``: a run that raised, recorded in ``error.json``; the grid goes on)."""
         statuses: dict[str, str] = {}
         server: _ForkServer | None = None
         bar = tqdm(specs, desc=desc, unit="run", disable=None if progress else True)
@@ -640,7 +565,8 @@ class LocalExecutor:
                         if server is not None:
                             server.close()  # its pipes
                         server = (_take_prestarted() or _ForkServer()).start(task)
-                    status = self._run_forked(server, task, spec, study, progress)
+                    code, status = server.run(spec, study, progress)
+                    status = self._status(task, spec, study, status, code)
                 elif self.process_per_run:
                     status = self._run_in_process(task, spec, study, progress)
                 else:
@@ -689,18 +615,12 @@ def _gpu_slot(count: int) -> Iterator[int]:
 
 
 def run_task(task: Task, spec: RunSpec, study: str, threads: int, gpus: int, *dependencies: Any) -> str:
-    """The Dask task of one run: ``task.run_one`` with ``threads`` torch threads.
+    """The Dask task of one run: its status from ``task.run_one`` with ``threads`` torch threads.
 
     Args:
-        task: the study's kind (its ``run_one``).
-        spec: the run.
         study: the study folder (on a file system the workers share).
-        threads: torch intra-op threads of the run (not part of the run id).
         gpus: the worker's GPUs; > 0 runs on a free one of them when ``device`` is ``cuda``.
         dependencies: results of the tasks this run waits for (the dense run it reuses).
-
-    Returns:
-        The run's status.
     """
     spec = dataclasses.replace(spec, params={**spec.params, "threads": threads})
     if gpus and spec.params["device"] == "cuda":
@@ -765,12 +685,8 @@ class DaskExecutor:
 
     def run(self, specs: Sequence[RunSpec], study: Path, *, task: Task, progress: bool = True,
             desc: str = "study") -> dict[str, str]:  # fmt: skip
-        """Submit one Dask task per run (``task.run_one``), wait for all, record the runs that failed after
-        their retries.
-
-        Returns:
-            ``run_id -> status`` (``completed``, ``diverged``, ``skipped`` or ``failed``).
-        """
+        """Submit one Dask task per run, wait for all, record the runs that failed after their retries.
+        Returns ``run_id -> status``, as :meth:`LocalExecutor.run`."""
         from distributed import as_completed  # optional and slow to import: only for Dask studies
 
         statuses: dict[str, str] = {}
@@ -822,16 +738,11 @@ class DaskExecutor:
 
 @contextlib.contextmanager
 def jobqueue_cluster(cfg: Mapping[str, Any], *, loopback: bool = False) -> Iterator[Any]:
-    """The dask-jobqueue cluster of a validated ``dask`` executor with ``jobqueue`` settings.
+    """The dask-jobqueue cluster of a ``dask`` executor mapping ``cfg`` with ``jobqueue`` settings.
 
-    Each job runs ``processes`` (default 1) Dask workers, each with the resource ``run=1`` (or
-    ``GPU=gpus_per_worker``) so a worker runs one run at a time (one per GPU). The scheduler runs in
-    this process, with ``allowed_failures = retries``.
-
-    Args:
-        cfg: the executor mapping (:func:`validate_executor`).
-        loopback: bind the scheduler to 127.0.0.1 without a dashboard (to render job scripts
-            without listening on the network; jobs could not reach it).
+    Each job runs ``processes`` (default 1) workers with the placement resources (module docstring); the
+    scheduler runs in this process with ``allowed_failures = retries``. ``loopback`` binds it to 127.0.0.1
+    without a dashboard (to render job scripts without listening on the network; jobs could not reach it).
     """
     import dask_jobqueue  # optional and slow to import: only for jobqueue settings
 
@@ -859,10 +770,7 @@ def jobqueue_cluster(cfg: Mapping[str, Any], *, loopback: bool = False) -> Itera
 
 def job_script(cfg: Mapping[str, Any] | str) -> str:
     """The batch script one job of a ``jobqueue`` executor would submit (dask-jobqueue's ``job_script()``).
-
-    Args:
-        cfg: the ``executor`` mapping, or a study's parameters (YAML file path or mapping) holding it;
-            only the ``executor`` key is read and validated.
+    ``cfg``: the ``executor`` mapping, or a study's parameters (YAML path or mapping); only ``executor`` is read.
 
     Raises:
         ParamsError: the executor is not a ``dask`` one with ``jobqueue`` settings, or the file cannot be read.

@@ -1,22 +1,17 @@
 """The study's files under faults: atomic writes that name the path when they fail, safe loads that say
 which file is damaged, and moving damaged files aside.
 
-A study folder lives for days on laptops and cluster file systems, so its files get damaged: a node dies
-mid-write on a shared file system, a sync tool copies half a file, an editor saves over a JSON. This
-module is the bottom of the package (it imports nothing of it) and gives every writer and reader one
-behaviour:
+Study folders live for days on laptops and cluster file systems, so files get damaged (a node dies
+mid-write, a sync tool copies half a file, an editor saves over a JSON). This module imports nothing of
+the package and gives every writer and reader one behaviour:
 
-- :func:`atomic_write` writes through a temporary file in the same folder, ``fsync`` and
-  :func:`os.replace`: the previous file stays intact whatever happens. A write that fails (the disk is
-  full, ``ENOSPC``; a quota is exceeded, ``EDQUOT``; no permission, ...) raises :class:`WriteFailedError`,
-  an :class:`OSError` with the same ``errno`` whose one-line message names the path, the reason and what
-  to do; the temporary file is removed.
-- :func:`load_torch` loads a ``torch.save`` file with ``weights_only=True`` (never anything else) and
-  turns every failure into :class:`DamagedFileError`, naming the file and what went wrong in its own
-  words: PyTorch's messages for a damaged file advise loading with ``weights_only=False``, which would
-  run arbitrary code from the file, and that advice is never passed on (:func:`scrub_unsafe_advice`).
-- :func:`set_aside` moves a damaged file or folder into ``<study>/runs/.damaged/<run_id>-<time>/``,
-  where nothing reads it again; it stays there for inspection until the user deletes it.
+- :func:`atomic_write`: the previous file stays intact whatever happens; a failed write raises
+  :class:`WriteFailedError` naming the path, the reason and what to do.
+- :func:`load_torch`: ``weights_only=True`` only; any failure is a :class:`DamagedFileError` in our own
+  words, since PyTorch's advise ``weights_only=False``, which would run code from the file
+  (:func:`scrub_unsafe_advice`).
+- :func:`set_aside`: moves a damaged file or folder into ``<study>/runs/.damaged/<run_id>-<time>/``,
+  where nothing reads it again.
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DISK_FULL_ERRNOS",
     "FILE_MODE",
     "DAMAGED_DIR",
     "WriteFailedError",
@@ -42,9 +36,6 @@ __all__ = [
     "scrub_unsafe_advice",
     "set_aside",
 ]
-
-#: ``errno`` values that mean "no room to write": the disk is full or the user's quota is spent.
-DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 #: Name of the folder, under a study's ``runs/``, that holds damaged files and run folders set aside.
 DAMAGED_DIR = ".damaged"
@@ -61,10 +52,8 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 class WriteFailedError(OSError):
-    """A file could not be written; the previous file at that path, if any, is unchanged.
-
-    ``errno`` is the underlying error's (``ENOSPC``, ``EDQUOT``, ``EACCES``, ...), ``filename`` the path;
-    ``str()`` is the one-line message alone.
+    """A file could not be written; the previous file at that path, if any, is unchanged. ``errno`` is the
+    underlying error's (``ENOSPC``, ``EDQUOT``, ``EACCES``, ...), ``filename`` the path, ``str()`` the message.
     """
 
     def __str__(self) -> str:
@@ -72,12 +61,8 @@ class WriteFailedError(OSError):
 
 
 class DamagedFileError(ValueError):
-    """A file exists but cannot be read as what it should be (truncated, overwritten, incompatible).
-
-    Attributes:
-        path: the file.
-        reason: what is wrong with it, in a few words.
-    """
+    """A file (``path``) exists but cannot be read as what it should be (truncated, overwritten,
+    incompatible); ``reason`` says what is wrong in a few words."""
 
     def __init__(self, message: str, path: str | os.PathLike, reason: str) -> None:
         super().__init__(message)
@@ -107,12 +92,8 @@ def _write_advice(code: int | None) -> tuple[str, str]:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any], mode: str = "w") -> None:
-    """Write ``path`` through a temporary file in its folder, ``fsync`` it, then :func:`os.replace` it.
-
-    Args:
-        path: the destination; its parent folders are created.
-        write: called with the open temporary file.
-        mode: ``"w"`` (text) or ``"wb"`` (binary).
+    """Write ``path`` (parent folders created) through a temporary file in its folder, opened with ``mode``
+    (``"w"`` or ``"wb"``) and handed to ``write``, then ``fsync`` and :func:`os.replace`.
 
     Raises:
         WriteFailedError: the file could not be written (disk full, quota, permissions); the message is
@@ -198,28 +179,15 @@ def load_torch(path: str | os.PathLike, *, what: str = "file", mmap: bool = Fals
     raise DamagedFileError(f"{what} {path} cannot be read: {reason}", path, reason)
 
 
-def _stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
 def set_aside(study: str | os.PathLike, run_id: str, path: str | os.PathLike) -> Path:
-    """Move a damaged file or run folder to ``<study>/runs/.damaged/<run_id>-<time>/``.
-
-    A folder becomes that folder; a file goes into it under its own name. Nothing reads
-    ``runs/.damaged`` again: delete it once you no longer need the evidence.
-
-    Args:
-        study: the study folder.
-        run_id: the run the file belongs to.
-        path: the file or folder (same file system as the study: a rename, not a copy).
-
-    Returns:
-        Where it is now.
+    """Move a damaged file or run folder ``path`` of run ``run_id`` (on the study's file system: a rename)
+    to ``<study>/runs/.damaged/<run_id>-<time>/`` and return where it is now. A folder becomes that folder;
+    a file goes into it under its own name. Nothing reads ``runs/.damaged`` again: delete it when done.
     """
     path = Path(path)
     root = Path(study) / "runs" / DAMAGED_DIR
     root.mkdir(parents=True, exist_ok=True)
-    base = f"{run_id}-{_stamp()}"
+    base = f"{run_id}-{time.strftime('%Y%m%d-%H%M%S')}"
     for n in range(1000):
         target = root / (base if n == 0 else f"{base}-{n}")
         try:

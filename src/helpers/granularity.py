@@ -4,66 +4,50 @@ Study 3 of the project follows Gurram, Sindhura and Bandari, *A study on neural 
 techniques for efficient model deployment* (2025): five granularities, compared on model size (MB),
 CPU inference time per sample, accuracy and MACs, beside the dense model.
 
-Budget. The *prunable parameters* ``P`` of a model are the weights of all its ``nn.Conv2d`` and
-``nn.Linear`` layers (biases and BatchNorm parameters, under 1 % in the study's models, are left out;
-they shrink with compaction and are in the measured file sizes). A budget ``b`` asks for
-``round(b * P)`` of them to be removed; every granularity gets as close as its unit allows, and
-:class:`GranularityPlan` reports the target, the achieved fraction and the tolerance its unit size
-implies. Removing a filter, neuron or layer also removes the weights that only served it (the next
-layer's input slices); they count as removed, as they are gone from the compacted model.
+Budget. The *prunable parameters* ``P`` are the weights of all ``nn.Conv2d`` and ``nn.Linear`` layers
+(biases and BatchNorm parameters, under 1 % in the study's models, are left out, though they shrink with
+compaction and count in file sizes). A budget ``b`` asks for ``round(b * P)`` of them to be removed;
+each granularity gets as close as its unit allows (:class:`GranularityPlan`: target, achieved fraction,
+tolerance). Weights that only served a removed filter, neuron or layer (the next layer's input slices)
+count as removed: they are gone from the compacted model.
 
 Granularities (:data:`GRANULARITIES`), each ranked by magnitude:
 
-- ``weight``: global magnitude -- the ``round(b * P)`` smallest ``|w|`` over all layers together (Han
-  et al., *Learning both weights and connections*, NeurIPS 2015). Exact: tolerance ``1 / (2P)``.
-- ``unstructured``: per-layer magnitude -- every layer loses ``round(b * n_l)`` of its own smallest
-  ``|w|``. Tolerance ``L / (2P)`` for ``L`` layers (one rounding per layer).
-- ``neuron``: whole output units of *hidden* linear layers (those whose outputs feed another layer):
-  the unit's weight row and bias and the next layer's input column go. Ranked by the L1 norm of the
-  incoming weight row. The ResNets' only linear layer is the classifier, whose outputs are the
-  classes, so they have no removable neuron: :class:`NoRemovableUnitError`. In VGG16 the two hidden
-  layers of the classifier (``classifier.0``, ``classifier.3``) hold about 89 % of ``P``.
-- ``structured``: whole filters, per conv group (residual-coupled convolutions together, see
-  :mod:`helpers.pruning.structure`), ranked by the group's summed filter L1 norm; a filter takes its
-  next layers' input channels with it (in VGG the 49 flattened columns of ``classifier.0``).
-- ``layer``: whole residual blocks or convolutions replaced by identity where shapes allow
-  (:func:`removable_layers`). Removable units per model (torchvision, any input size):
+- ``weight``: the ``round(b * P)`` smallest ``|w|`` over all layers together (Han et al., NeurIPS
+  2015). Tolerance ``1 / (2P)``.
+- ``unstructured``: every layer loses ``round(b * n_l)`` of its own smallest ``|w|``. Tolerance
+  ``L / (2P)`` for ``L`` layers.
+- ``neuron``: output units of *hidden* linear layers (whose outputs feed another layer), with their
+  weight row, bias and the next layer's input column, ranked by the weight row's L1 norm. The ResNets
+  have none (:class:`NoRemovableUnitError`); in VGG16 the two hidden classifier layers hold about 89 %
+  of ``P``.
+- ``structured``: filters per conv group (:mod:`helpers.pruning.structure`), ranked by the group's
+  summed filter L1 norm, with the next layers' input channels (in VGG the 49 flattened columns of
+  ``classifier.0``).
+- ``layer``: residual blocks or convolutions replaced by identity where shapes allow
+  (:func:`removable_layers`): in ``resnet18`` the 5 blocks without a downsample (``layer1.0-1``,
+  ``layer2.1``, ``layer3.1``, ``layer4.1``; about 65 % of ``P``), in ``resnet50`` 12 of 16 blocks
+  (``layerN.0`` change width or stride), in ``vgg16`` / ``vgg16_bn`` 9 of 13 convolutions (the 2nd of
+  blocks 1-2, the 2nd and 3rd of block 3, all of blocks 4-5 but the first of block 4), about 10 % of
+  ``P``, so a larger ``layer`` budget is unreachable for VGG16. The CIFAR variants
+  (:data:`helpers.models.CIFAR_MODELS`) have the same units: about 86 % of ``P`` in ``vgg16_bn_cifar``
+  (whose hidden neurons hold only about 3 %), 57 % in ``resnet18_cifar``, 66 % in ``resnet50_cifar``.
+  A block ``relu(f(x) + x)`` becomes ``x``, exact when ``f(x)`` vanishes because ``x`` is itself a
+  ReLU's output (or a max-pool of one); a convolution with its BatchNorm and ReLU becomes ``x``, since
+  its input is non-negative. Units go in order of increasing mean ``|w|`` (so large blocks are not
+  penalised for their size), each only if it brings the count closer to the budget. Tolerance: half
+  the largest unit.
 
-  - ``resnet18``: blocks without a downsample -- ``layer1.0``, ``layer1.1``, ``layer2.1``, ``layer3.1``,
-    ``layer4.1`` (5 of 8 blocks, about 65 % of ``P``);
-  - ``resnet50``: ``layer1.1-2``, ``layer2.1-3``, ``layer3.1-5``, ``layer4.1-2`` (12 of 16 blocks;
-    ``layerN.0`` change the width or stride);
-  - ``vgg16`` / ``vgg16_bn``: the 3 x 3 convolutions with as many inputs as outputs that follow a
-    ReLU or a max-pool -- the 2nd of blocks 1-2 and the 2nd and 3rd of block 3, and every convolution
-    of blocks 4 (except the first) and 5: 9 of 13, together (with BatchNorm and ReLU) about 10 % of
-    ``P``, since the classifier dominates. A larger ``layer`` budget is unreachable for VGG16.
-  - the CIFAR-style variants (:data:`helpers.models.CIFAR_MODELS`) keep these blocks and convolutions:
-    ``vgg16_bn_cifar`` the same 9 convolutions, about 86 % of its ``P`` (its classifier is small, and its
-    hidden neurons hold only about 3 % of ``P``); ``resnet18_cifar`` the same 5 blocks, about 57 %
-    (its stem is a 3 x 3 convolution); ``resnet50_cifar`` the same 12 blocks, about 66 %.
+For ``neuron`` and ``structured`` one fraction, found by bisection, applies to every unit group (exact
+counts, :func:`helpers.pruning.units_removed`, at least one unit kept); then single units are added or
+returned wherever that brings the count closest, until no move helps. Tolerance: half the largest
+unit's parameters, next-layer inputs included. A budget beyond what a granularity can remove gives
+``budget_reached`` False and a warning, or :class:`BudgetUnreachableError` with ``strict=True``.
 
-  A block ``relu(f(x) + x)`` becomes ``x``, exact when ``f(x)`` vanishes because ``x`` is itself the
-  output of a ReLU (or a max-pool of one). A convolution with its BatchNorm and ReLU becomes ``x``: its
-  input is non-negative, so that equals a ReLU of an identity convolution. Units are removed in order of
-  increasing mean ``|w|`` (L1 per weight, so large blocks are not penalised for their size), each one
-  only if it brings the removed count closer to the budget. Tolerance: half the largest unit.
-
-For ``neuron`` and ``structured`` one fraction ``f`` is applied to every unit group (exact per-group
-counts, :func:`helpers.pruning.units_removed`, at least one unit kept), ``f`` found by bisection so the
-removed parameters are closest to the budget; then single units are added or returned, in whichever
-group brings the count closest, until no single move helps. Tolerance: half the largest unit's
-parameters (a filter or neuron with its next layer's inputs). A budget above what a granularity can
-remove (``layer`` in VGG16, ``neuron`` at very high budgets) is reported with ``budget_reached`` False
-and a warning, or raises :class:`BudgetUnreachableError` with ``strict=True``.
-
-Formats (what each granularity is measured in, :func:`measure_granularity`): ``neuron``,
-``structured`` and ``layer`` are compacted (physically smaller dense tensors; torch-pruning, Fang et
-al., CVPR 2023; for filters :func:`helpers.pruning.compact`); their masked twins
-(:func:`mask_granularity`) give the same logits. ``weight`` and ``unstructured`` keep dense tensors
-with zeros; on disk their conv and linear weights are stored in CSR with int32 indices wherever that is
-smaller than dense (``4 + 4`` bytes per non-zero plus ``4`` per row, i.e. below about 50 % density),
-and inference is timed both with dense kernels (masked model) and with the linear layers as CSR
-matrices (PyTorch has no sparse convolution on the CPU).
+Formats (:func:`measure_granularity`): ``neuron``, ``structured`` and ``layer`` are compacted
+(torch-pruning, Fang et al., CVPR 2023), with masked twins (:func:`mask_granularity`) of equal logits;
+``weight`` and ``unstructured`` keep dense tensors with zeros, stored as CSR where that is smaller
+(:func:`sparse_state_dict`) and also timed with CSR linear layers (PyTorch has no sparse CPU convolution).
 """
 
 from __future__ import annotations
@@ -142,9 +126,7 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 @torch.no_grad()
 def count_prunable(model: nn.Module, *, nonzero: bool = False) -> int:
     """Weights of all conv and linear layers (only the non-zero ones with ``nonzero``)."""
-    if nonzero:
-        return sum(int(torch.count_nonzero(m.weight)) for _, m in prunable_layers(model))
-    return sum(m.weight.numel() for _, m in prunable_layers(model))
+    return sum(int(torch.count_nonzero(m.weight)) if nonzero else m.weight.numel() for _, m in prunable_layers(model))
 
 
 # ------------------------------------------------------------------------------------ removable layers
@@ -169,15 +151,6 @@ class RemovableLayer:
     score: float
 
 
-def _unit_weights(model: nn.Module, modules: Sequence[str]) -> list[torch.Tensor]:
-    weights = []
-    for name in modules:
-        for m in model.get_submodule(name).modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                weights.append(m.weight.detach())
-    return weights
-
-
 @torch.no_grad()
 def removable_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> list[RemovableLayer]:
     """The units that ``layer`` pruning can remove, in model order (see the module docstring).
@@ -185,11 +158,8 @@ def removable_layers(model: nn.Module, example_input: torch.Tensor | None = None
     Residual blocks: torchvision ``BasicBlock`` / ``Bottleneck`` without a ``downsample``. Plain
     convolutions: inside an ``nn.Sequential``, a ``Conv2d`` (groups 1) optionally followed by a
     ``BatchNorm2d``, then a ``ReLU``, preceded by a ``ReLU`` or a max-pool (so its input is non-negative).
-    Every candidate is checked on ``example_input`` to keep its input shape.
-
-    Args:
-        model: the network.
-        example_input: an input batch; default a random 2 x C x 32 x 32 batch.
+    Every candidate is checked to keep its input shape on ``example_input`` (default: a random 2 x C x 32
+    x 32 batch).
     """
     candidates: list[tuple[str, str, tuple[str, ...]]] = []
     for name, module in model.named_modules():
@@ -229,7 +199,7 @@ def removable_layers(model: nn.Module, example_input: torch.Tensor | None = None
     for name, kind, modules in candidates:
         if name not in shapes or shapes[name][0] != shapes[name][1]:
             continue
-        weights = _unit_weights(model, modules)
+        weights = [m.weight.detach() for part in modules for _, m in prunable_layers(model.get_submodule(part))]
         params = sum(w.numel() for w in weights)
         score = float(sum(w.abs().sum() for w in weights)) / max(params, 1)
         result.append(RemovableLayer(name, kind, modules, params, score))
@@ -430,12 +400,8 @@ def plan_granularity(
     target = units_removed(total, budget, keep_one=False)
     if granularity == "weight":
         flat = torch.cat([m.weight.detach().abs().reshape(-1).float().cpu() for _, m in layers])
-        keep = top_k_mask(flat, total - target)
-        removed, start = {}, 0
-        for name, m in layers:
-            n = m.weight.numel()
-            removed[name] = ~keep[start : start + n].view(m.weight.shape)
-            start += n
+        parts = top_k_mask(flat, total - target).split([m.weight.numel() for _, m in layers])
+        removed = {name: ~part.view(m.weight.shape) for (name, m), part in zip(layers, parts)}
         plan = GranularityPlan(granularity, budget, total, target, total, target, 0.5 / total, removed, total)
     elif granularity == "unstructured":
         removed, count = {}, 0
@@ -534,25 +500,12 @@ def mask_granularity(model: nn.Module, plan: GranularityPlan) -> nn.Module:
     return masked
 
 
-def _prune_linear_outputs(model: nn.Module, removed: Mapping[str, Sequence[int]], example_input: torch.Tensor) -> nn.Module:
-    small = copy.deepcopy(model)
-    graph = build_dependency_graph(small, example_input)
-    for name, idxs in removed.items():
-        if idxs:
-            graph.get_pruning_group(small.get_submodule(name), tp.prune_linear_out_channels, idxs=list(idxs)).prune()
-    return small
-
-
 def compact_granularity(model: nn.Module, plan: GranularityPlan, example_input: torch.Tensor | None = None) -> nn.Module:
     """A physically smaller copy of ``model`` without the plan's neurons, filters or layers.
 
-    Filters go through :func:`helpers.pruning.compact` (on the masked twin); neurons through
-    torch-pruning's ``prune_linear_out_channels`` (``helpers.pruning`` compacts conv filters only);
-    layers are replaced by ``nn.Identity``.
-
-    Raises:
-        ValueError: for ``weight`` / ``unstructured``, which have no compacted form (use
-            :func:`sparse_state_dict` for their size on disk).
+    Filters go through :func:`helpers.pruning.compact` (on the masked twin), neurons through
+    torch-pruning's ``prune_linear_out_channels`` (``compact`` handles conv filters only); layers become
+    ``nn.Identity``. Raises ``ValueError`` for ``weight`` / ``unstructured``: no compacted form.
     """
     if plan.granularity not in _COMPACTED:
         raise ValueError(
@@ -563,9 +516,14 @@ def compact_granularity(model: nn.Module, plan: GranularityPlan, example_input: 
         example_input = example_input_for(model)
     if plan.granularity == "structured":
         return compact(mask_granularity(model, plan), example_input)
-    if plan.granularity == "neuron":
-        return _prune_linear_outputs(model, plan.removed, example_input)
     small = copy.deepcopy(model)
+    if plan.granularity == "neuron":
+        graph = build_dependency_graph(small, example_input)
+        for name, idxs in plan.removed.items():
+            if idxs:
+                linear = small.get_submodule(name)
+                graph.get_pruning_group(linear, tp.prune_linear_out_channels, idxs=list(idxs)).prune()
+        return small
     for unit in plan.removed.values():
         for name in unit.modules:
             small.set_submodule(name, nn.Identity())
@@ -582,12 +540,7 @@ def apply_granularity(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``model`` at ``granularity`` to the parameter ``budget``, in its deployable form.
 
-    Args:
-        model: the (trained) dense network; not modified.
-        granularity: one of :data:`GRANULARITIES`.
-        budget: fraction of prunable parameters to remove.
-        example_input: an input batch for tracing; default a random 2 x C x 32 x 32 batch.
-        strict: see :func:`plan_granularity`.
+    Arguments as :func:`plan_granularity` (``model`` is not modified).
 
     Returns:
         ``(pruned, info)``: the compacted model (``neuron``, ``structured``, ``layer``) or the masked
@@ -597,24 +550,17 @@ def apply_granularity(
         masked models).
     """
     plan = plan_granularity(model, granularity, budget, example_input, strict=strict)
-    if granularity in _COMPACTED:
-        pruned = compact_granularity(model, plan, example_input)
-        remaining = count_prunable(pruned)
-    else:
-        pruned = mask_granularity(model, plan)
-        remaining = count_prunable(pruned, nonzero=True)
+    compacted = granularity in _COMPACTED
+    pruned = compact_granularity(model, plan, example_input) if compacted else mask_granularity(model, plan)
+    remaining = count_prunable(pruned, nonzero=not compacted)
     info = plan.info()
-    info["format"] = "compacted" if granularity in _COMPACTED else "masked-dense"
+    info["format"] = "compacted" if compacted else "masked-dense"
     info["params_prunable_remaining"] = remaining
     info["achieved_measured"] = 1.0 - remaining / plan.params_total
     return pruned, info
 
 
 # ------------------------------------------------------------------------------------ sparse storage
-
-
-def _csr_bytes(rows: int, nnz: int) -> int:
-    return (rows + 1) * 4 + nnz * 8
 
 
 def _csr_int32(matrix: torch.Tensor) -> torch.Tensor:
@@ -630,7 +576,8 @@ def _csr_int32(matrix: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sparse_state_dict(model: nn.Module) -> dict[str, Any]:
-    """``model``'s state with conv / linear weights in CSR (int32 indices) wherever that is smaller.
+    """``model``'s state with conv / linear weights in CSR (int32 indices) wherever that is smaller (8 bytes
+    per non-zero plus 4 per row: below about 50 % density).
 
     A weight ``[out, ...]`` is stored as a 2-D ``torch.sparse_csr`` matrix ``[out, prod(...)]``; the
     original shapes are kept under ``shapes``. Loadable with ``torch.load(weights_only=True)``;
@@ -646,7 +593,7 @@ def sparse_state_dict(model: nn.Module) -> dict[str, Any]:
         w = state[key]
         matrix = w.reshape(w.shape[0], -1)
         nnz = int(torch.count_nonzero(matrix))
-        if _csr_bytes(matrix.shape[0], nnz) < w.numel() * w.element_size():
+        if (matrix.shape[0] + 1) * 4 + nnz * 8 < w.numel() * w.element_size():  # CSR bytes < dense bytes
             state[key] = _csr_int32(matrix)
             shapes[key] = list(w.shape)
     return {"format": SPARSE_FORMAT, "state": state, "shapes": shapes}
@@ -656,10 +603,8 @@ def dense_state_dict(payload: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The regular state dict of a :func:`sparse_state_dict` payload."""
     if payload.get("format") != SPARSE_FORMAT:
         raise ValueError(f"payload format {payload.get('format')!r} is not {SPARSE_FORMAT!r}; write it with sparse_state_dict")
-    out = {}
-    for key, value in payload["state"].items():
-        out[key] = value.to_dense().reshape(payload["shapes"][key]) if key in payload["shapes"] else value
-    return out
+    shapes = payload["shapes"]
+    return {key: v.to_dense().reshape(shapes[key]) if key in shapes else v for key, v in payload["state"].items()}
 
 
 def serialized_size_bytes(obj: Any) -> int:
@@ -689,9 +634,7 @@ def count_nonzero_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 
     def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        nnz = int(torch.count_nonzero(module.weight))
-        positions = output.numel() // module.weight.shape[0]
-        total += positions * nnz
+        total += output.numel() // module.weight.shape[0] * int(torch.count_nonzero(module.weight))  # positions x nnz
 
     handles = [m.register_forward_hook(hook) for _, m in prunable_layers(model)]
     forward_with_hooks(model, example_input, handles)
@@ -718,9 +661,8 @@ def measure_granularity(
         images: CPU images ``[N, C, H, W]`` for timing (cycled, batch 1) and MAC counting (the first one).
         test: optional ``(images, labels)`` for accuracy.
         num_classes: classes (default: the last linear layer's outputs).
-        samples: timed images (:func:`helpers.measure.benchmark_inference`).
-        warmup: untimed batches first.
-        threads: torch CPU threads.
+        samples, warmup, threads: timed images, untimed batches first and torch CPU threads
+            (:func:`helpers.measure.benchmark_inference`).
         eval_batch_size: batch size for accuracy.
 
     Returns:
@@ -750,14 +692,12 @@ def measure_granularity(
     else:
         size_bytes = dense_bytes
         size_format = latency_format = "dense" if granularity == "dense" else "compacted"
-    timing = benchmark_inference(lambda: model, images, batch_size=1, samples=samples, warmup=warmup, threads=threads)
-    sparse_latency = math.nan
-    if sparse:
-        sparse_model = to_sparse_linear(model)
-        sparse_timing = benchmark_inference(
-            lambda: sparse_model, images, batch_size=1, samples=samples, warmup=warmup, threads=threads
-        )
-        sparse_latency = sparse_timing["latency_ms_mean"]
+
+    def time_it(timed: nn.Module) -> dict[str, float]:
+        return benchmark_inference(lambda: timed, images, batch_size=1, samples=samples, warmup=warmup, threads=threads)
+
+    timing = time_it(model)
+    sparse_latency = time_it(to_sparse_linear(model))["latency_ms_mean"] if sparse else math.nan
     accuracy = loss = math.nan
     if test is not None:
         classes = num_classes or [m for _, m in prunable_layers(model) if isinstance(m, nn.Linear)][-1].out_features

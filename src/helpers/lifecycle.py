@@ -1,25 +1,17 @@
 """One run's folder, from start to finish, for every kind of study: work folder, checkpoint, resume,
 failure record, partial-file cleanup and the atomic finish.
 
-A run works in ``<study>/runs/.work/<run_id>/`` (:func:`begin_run`) and, once finished, that folder is
-renamed to ``<study>/runs/<run_id>/`` in one atomic step, ``result.json`` being the last file written
-into it (:func:`finish`). So a folder under ``runs/`` is always complete, a finished run is skipped on
-the next call (:func:`is_finished`), and a killed run resumes from the checkpoint of its last finished
-epoch (temporary files of an interrupted write are removed first, :func:`clean_partial_files`). The
-work folder holds ``checkpoint.pt`` (model, optimizer, method state, history and RNG state after the
-last finished epoch; loaded with ``weights_only=True``) while training, then ``trained.pt`` (the
-history) next to ``model.pt`` once training is over (:func:`trained_model`), so an interruption during
-testing or inference does not retrain. A run that raises leaves ``error.json`` in its work folder
-(:func:`record_failure`), is reported as ``failed`` and retried next time.
+A run works in ``<study>/runs/.work/<run_id>/`` (:func:`begin_run`), renamed once finished to
+``<study>/runs/<run_id>/`` in one atomic step, ``result.json`` written last (:func:`finish`): a folder
+under ``runs/`` is always complete and skipped next time (:func:`is_finished`). The work folder holds
+``checkpoint.pt`` (model, optimizer, method, history and RNG state after the last finished epoch) while
+training, then ``trained.pt`` (the history) and ``model.pt`` (:func:`trained_model`), so a killed run
+resumes from its last epoch and an interruption after training does not retrain. A run that raises
+leaves ``error.json`` (:func:`record_failure`), shows as ``failed`` and is retried next time.
 
-Damaged files never block a study (:mod:`helpers.files`). A checkpoint (or ``trained.pt``) that cannot
-be read or does not fit the run is moved to ``runs/.damaged/<run_id>-<time>/`` with a warning naming
-it, and the run trains again from epoch 0; nothing else is touched. A finished folder with a file that
-cannot be read (:func:`helpers.results.read_run_folder`) is moved there as a whole by
-:func:`is_finished`, so the run counts as not finished and the same command runs it again.
-
-The on-disk layout is the one the package has always written: folders written before this module
-existed are read, skipped and resumed the same way.
+Damaged files never block a study (:mod:`helpers.files`): an unreadable or unfitting checkpoint or
+``trained.pt``, or a finished folder with an unreadable file, is moved to
+``runs/.damaged/<run_id>-<time>/`` with a warning, and the run trains again from epoch 0.
 """
 
 from __future__ import annotations
@@ -73,13 +65,9 @@ def work_dir(study: str | os.PathLike, run_id: str) -> Path:
 
 
 def is_finished(study: str | os.PathLike, run_id: str) -> bool:
-    """Whether the run's finished folder exists, with its ``result.json``, and every file of it reads.
-
-    A finished folder with a damaged file (:func:`helpers.results.read_run_folder`: ``result.json``,
-    ``params.json``, ``epochs.csv``, ``inference.csv``, ``predictions.npz``, a model file, ...) is moved
-    to ``runs/.damaged/<run_id>-<time>/`` with one warning naming it, and the run counts as not finished,
-    so the same command runs it again.
-    """
+    """Whether the run's finished folder exists, with its ``result.json``, and every file of it reads
+    (:func:`helpers.results.read_run_folder`). A damaged one is moved to ``runs/.damaged/<run_id>-<time>/``
+    with a warning, and the run counts as not finished."""
     folder = run_dir(study, run_id)
     if not (folder / "result.json").is_file():
         return False
@@ -109,13 +97,10 @@ def begin_run(spec: RunSpec, study: Path) -> Path:
 
 def trained_model(study: Path, spec: RunSpec, work: Path, train: Callable[[], tuple[torch.nn.Module, FitResult]],
                   device: torch.device, meta: Mapping[str, Any]) -> tuple[torch.nn.Module | None, FitResult]:  # fmt: skip
-    """The run's trained model and training result: picked up from ``trained.pt`` and ``model.pt`` when
-    training finished before an interruption, else ``train()`` (resuming from ``checkpoint.pt``; a damaged
-    checkpoint is set aside and training starts again, :func:`retry_without_checkpoint`).
-
-    After training, ``model.pt`` (unless diverged) and ``trained.pt`` are written and the checkpoint is
-    removed: the final model is ``model.pt`` (masks are its zeros). The model is ``None`` when diverged.
-    """
+    """The run's trained model (``None`` when diverged) and training result: from ``trained.pt`` and
+    ``model.pt`` when training finished before an interruption, else ``train()`` (resuming from
+    ``checkpoint.pt``, :func:`retry_without_checkpoint`), after which ``model.pt`` (masks are its zeros;
+    not when diverged) and ``trained.pt`` are written and the checkpoint removed."""
     model_path = work / "model.pt"
     result = load_trained(study, spec.run_id, work)
     if result is not None:
@@ -141,12 +126,9 @@ def finish(study: Path, spec: RunSpec, work: Path, row: Mapping[str, Any]) -> st
 
 
 def finish_run(work: Path, final: Path) -> None:
-    """Rename the work folder (``result.json`` written last) to the finished folder in one atomic step.
-
-    A folder already at ``final`` that is not a readable finished run (a partial copy, a damaged folder)
-    is moved to ``runs/.damaged/`` first; one that is (another worker finished the run) wins, and the
-    work folder is removed.
-    """
+    """Rename the work folder to the finished folder ``final`` in one atomic step. A damaged folder already
+    at ``final`` is moved to ``runs/.damaged/`` first; a readable one (another worker finished the run)
+    wins, and the work folder is removed."""
     study = final.parent.parent
     if final.exists() and run_folder_damage(final) is not None:
         moved = set_aside(study, final.name, final)
@@ -167,16 +149,9 @@ def finish_run(work: Path, final: Path) -> None:
 def record_failure(spec: RunSpec, study: Path, exc: BaseException, ids: Mapping[str, Any]) -> None:
     """Leave ``error.json`` in the run's work folder: the run shows as ``failed`` and is retried next time.
 
-    Call it from the ``except`` block that caught ``exc`` (the traceback is the one being handled). If
-    ``error.json`` cannot be written either (the disk is full), that is logged and the run, unfinished,
-    is still retried by the next call.
-
-    Args:
-        spec: the run.
-        study: the study folder.
-        exc: what it raised; its message (one line) becomes the row's ``error``.
-        ids: the row's identifying columns (the study kind's ``failure_ids``).
-    """
+    Call it from the ``except`` block that caught ``exc`` (whose message becomes the row's ``error``; the
+    traceback is the one being handled). ``ids`` are the row's identifying columns (the kind's
+    ``failure_ids``). If ``error.json`` cannot be written (disk full), that is logged."""
     row = {
         **ids, "status": "failed", "device": spec.params["device"], "error": failure_message(exc),
         "traceback": scrub_unsafe_advice(traceback.format_exc()),
@@ -203,13 +178,8 @@ def clean_partial_files(folder: Path) -> None:
 
 
 def load_trained(study: Path, run_id: str, work: Path) -> FitResult | None:
-    """The training result a run left in ``trained.pt`` (training finished before an interruption).
-
-    Returns:
-        The result, or None when there is none, or when ``trained.pt`` or the work folder's ``model.pt``
-        cannot be read: both are then moved to ``runs/.damaged/`` with a warning, and the run trains
-        again from epoch 0.
-    """
+    """The training result a run left in ``trained.pt``, or None when there is none or it or ``model.pt``
+    cannot be read (both are then moved to ``runs/.damaged/`` with a warning: the run trains again)."""
     trained_path, model_path = work / "trained.pt", work / "model.pt"
     if not trained_path.is_file():
         return None
@@ -229,13 +199,9 @@ def load_trained(study: Path, run_id: str, work: Path) -> FitResult | None:
 
 
 def retry_without_checkpoint(study: Path, run_id: str, work: Path, attempt: Callable[[], Any]) -> Any:
-    """``attempt()``; if it fails on a damaged or incompatible ``checkpoint.pt`` of ``work``, move the
-    checkpoint to ``runs/.damaged/<run_id>-<time>/`` with a warning naming it and call ``attempt()``
-    once more, which then trains from epoch 0.
-
-    ``attempt`` must build everything it trains afresh (model, optimizer, method): a failed resume may
-    have restored part of them.
-    """
+    """``attempt()``; if it fails on a damaged or incompatible ``checkpoint.pt`` of ``work``, move that to
+    ``runs/.damaged/`` with a warning and call ``attempt()`` again, which trains from epoch 0. ``attempt``
+    must build everything afresh (model, optimizer, method): a failed resume may have restored part of them."""
     checkpoint = work / "checkpoint.pt"
     try:
         return attempt()

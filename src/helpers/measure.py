@@ -1,36 +1,21 @@
 """Measurements: energy windows, peak memory, classification metrics and CPU inference benchmarks.
 
 Energy. :class:`EnergyMeter` measures a window of code with Zeus (You, Chung, Chowdhury, NSDI 2023;
-``zeus.monitor.ZeusMonitor``): a GPU through NVML's energy counter, a CPU through RAPL. Where Zeus
-finds neither, it silently returns an empty (or all-zero) measurement; the meter detects that and
-records ``NaN`` with ``energy_source = "unavailable"``. A meter on ``cuda`` reads the GPU the run
-actually uses: ``cuda:N`` names it, plain ``cuda`` means the current CUDA device (which a Dask worker
-sets per run), not GPU 0; the index goes with every reading (:attr:`EnergyReading.device_index`).
-With ``estimate=True`` it records CodeCarbon's CPU power model instead
-(``codecarbon.OfflineEmissionsTracker``, offline, writing nothing), labelled
-``estimate-codecarbon-cpu``. A 0 is never reported as a measurement.
+``zeus.monitor.ZeusMonitor``): a GPU through NVML's energy counter, a CPU through RAPL. Where Zeus finds
+neither, it silently returns an empty (or all-zero) measurement; the meter records that as ``NaN`` with
+``energy_source = "unavailable"``, so a 0 is never reported as a measurement. With ``estimate=True`` it
+records CodeCarbon's CPU power model instead (``codecarbon.OfflineEmissionsTracker``, offline, writing
+nothing), labelled ``estimate-codecarbon-cpu``. On ``cuda`` the meter reads the GPU the run uses
+(:func:`cuda_index`) and every reading carries its index.
 
-Memory. :class:`PeakMemory` reports a phase's peak in MiB: on a GPU the CUDA caching allocator's
-peak (``torch.cuda.max_memory_allocated``, reset at the phase start with
-``torch.cuda.reset_peak_memory_stats``) of the run's device, whose index it records; on a CPU the
-process's peak resident set size, sampled every 10 ms by a background thread with psutil
-(``ru_maxrss`` is only monotone over the process's life, so it cannot give a per-phase peak). A
-process's resident memory includes whatever earlier work left in its allocator, so the CPU figure is
-a run's own only when the run has its process to itself: the local executor gives every run a fresh
-process (:mod:`helpers.executors`), and :func:`resident_memory_mb` records where a run started.
+Memory. :class:`PeakMemory` reports a phase's peak in MiB: on a GPU the CUDA caching allocator's peak
+(``torch.cuda.max_memory_allocated``, reset at the phase start) of the run's device; on a CPU the
+process's peak resident set size, sampled every 10 ms by a background thread with psutil (``ru_maxrss``
+only grows over the process's life, so it cannot give a per-phase peak). That includes whatever earlier
+work left in the process's allocator, so the CPU figure is a run's own only when the run has its process
+to itself (the local executor's default, :mod:`helpers.executors`; see :data:`PEAK_MEMORY_SCOPES`).
 
-Counts. :func:`count_params` counts parameters and the weights of
-:class:`~helpers.pruning.sparse.SparseLinear` layers, which store only their non-zero weights as
-buffers.
-
-Metrics. :func:`classification_metrics` gives accuracy and macro precision / recall / F1 from a
-confusion matrix (scikit-learn's definitions, ``zero_division=0``); :func:`macro_auc` the macro
-one-vs-rest ROC AUC of MedMNIST's tables (``sklearn.metrics.roc_auc_score``).
-
-Inference. :func:`benchmark_inference` follows timm's ``benchmark.py``: a fixed thread count,
-warm-up batches, ``time.perf_counter`` around each batch under ``torch.inference_mode``, latency
-per image (mean, p50, p95) excluding model loading, and an energy window that includes loading the
-model from disk.
+Metrics follow scikit-learn's definitions; :func:`benchmark_inference` follows timm's ``benchmark.py``.
 """
 
 from __future__ import annotations
@@ -68,7 +53,6 @@ __all__ = [
     "count_params",
     "file_size_mb",
     "cuda_index",
-    "resident_memory_mb",
     "PEAK_MEMORY_SCOPES",
     "claim_process",
     "peak_memory_scope",
@@ -80,19 +64,11 @@ _MIB = float(2**20)
 _J_PER_KWH = 3.6e6
 
 
-# ---------------------------------------------------------------------------------------------- energy
-
-
 @dataclass
 class EnergyReading:
-    """One energy window's result.
-
-    Attributes:
-        energy_j: joules, or NaN when nothing was measured.
-        source: ``zeus-gpu``, ``zeus-cpu-rapl``, ``estimate-codecarbon-cpu`` or ``unavailable``.
-        time_s: wall seconds of the window.
-        device_index: the GPU whose energy this is; ``None`` for the CPU.
-    """
+    """One energy window's result: ``energy_j`` (joules, NaN when nothing was measured), ``source``
+    (``zeus-gpu``, ``zeus-cpu-rapl``, ``estimate-codecarbon-cpu`` or ``unavailable``), ``time_s`` (wall
+    seconds of the window) and ``device_index`` (the GPU whose energy this is; ``None`` for the CPU)."""
 
     energy_j: float = math.nan
     source: str = "unavailable"
@@ -111,10 +87,8 @@ def _zeus_monitor(kind: str) -> Any:
         try:
             from zeus.monitor import ZeusMonitor  # lazy: an optional meter, slow to import; only when energy is measured
 
-            if kind == "gpu":
-                monitor = ZeusMonitor(cpu_indices=[], approx_instant_energy=True)
-            else:
-                monitor = ZeusMonitor(gpu_indices=[])
+            gpu = kind == "gpu"
+            monitor = ZeusMonitor(cpu_indices=[], approx_instant_energy=True) if gpu else ZeusMonitor(gpu_indices=[])
         except Exception as exc:  # noqa: BLE001 - any failure to probe means "no meter"
             log.warning("Zeus could not start (%s); energy is unavailable", exc)
             monitor = None
@@ -124,8 +98,7 @@ def _zeus_monitor(kind: str) -> Any:
 
 def _codecarbon_tracker() -> Any:
     if "tracker" not in _CODECARBON:
-        for name in ("codecarbon",):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         from codecarbon import OfflineEmissionsTracker  # lazy: heavy (pandas, requests); only for labelled estimates
 
         # Offline (no network), no output files, process-level CPU share; country only affects CO2.
@@ -144,8 +117,8 @@ def _codecarbon_tracker() -> Any:
 def cuda_index(device: str | torch.device) -> int | None:
     """The CUDA index that work on ``device`` runs on: its own index, else the current CUDA device.
 
-    ``torch.device("cuda")`` means the *current* device (``torch.cuda.set_device`` / ``torch.cuda.device``,
-    which a Dask worker sets per run), not GPU 0. ``None`` for a non-CUDA device.
+    ``torch.device("cuda")`` means the *current* device (``torch.cuda.set_device``, which a Dask worker
+    sets per run), not GPU 0. ``None`` for a non-CUDA device.
     """
     device = torch.device(device)
     if device.type != "cuda":
@@ -154,17 +127,13 @@ def cuda_index(device: str | torch.device) -> int | None:
 
 
 class EnergyMeter:
-    """Measures the energy of code windows on one device, or says that it cannot.
+    """Measures the energy of code windows on ``device``, or says that it cannot.
 
-    Args:
-        device: the device whose energy counts: ``cuda``/``cuda:N`` (GPU energy via NVML) or
-            ``cpu`` (CPU package + DRAM energy via RAPL).
-        estimate: when no meter is available, record CodeCarbon's CPU model estimate instead of NaN.
-
-    Attributes:
-        source: what :meth:`measure` windows will report (``unavailable`` when nothing can be measured).
-        device_index: the GPU whose energy is read (``cuda`` resolves to the current CUDA device at
-            construction, see :func:`cuda_index`); ``None`` on the CPU.
+    ``cuda`` / ``cuda:N``: the GPU's energy via NVML (:attr:`device_index`; ``cuda`` resolves to the
+    current CUDA device at construction, see :func:`cuda_index`); ``cpu``: CPU package + DRAM energy via
+    RAPL (``device_index`` None). With ``estimate``, where no meter is available, CodeCarbon's CPU model
+    estimate is recorded instead of NaN. :attr:`source` is what :meth:`measure` windows will report
+    (``unavailable`` when nothing can be measured).
     """
 
     def __init__(self, device: str | torch.device = "cpu", *, estimate: bool = False) -> None:
@@ -175,9 +144,8 @@ class EnergyMeter:
         self.device_index = cuda_index(self.device)
         if self.device.type == "cuda":
             monitor = _zeus_monitor("gpu")
-            index = self.device_index
-            if monitor is not None and index in monitor.gpu_indices:
-                self._monitor, self._gpu_index, self.source = monitor, index, "zeus-gpu"
+            if monitor is not None and self.device_index in monitor.gpu_indices:
+                self._monitor, self._gpu_index, self.source = monitor, self.device_index, "zeus-gpu"
         elif self.device.type == "cpu":
             monitor = _zeus_monitor("cpu")
             if monitor is not None and monitor.cpu_indices:
@@ -232,21 +200,11 @@ class EnergyMeter:
         return total, self.source
 
 
-# ---------------------------------------------------------------------------------------------- memory
-
-
 class PeakMemory:
-    """Peak memory of a code block in MiB (see the module docstring for how, per device).
-
-    Use as a context manager; read :attr:`peak_mb` after the block.
-
-    Args:
-        device: the device whose memory counts (``cuda`` is the current CUDA device, see :func:`cuda_index`).
-        interval_s: CPU sampling period.
-
-    Attributes:
-        peak_mb: the block's peak, MiB.
-        device_index: the CUDA device measured; ``None`` on the CPU.
+    """Peak memory of a ``with`` block in MiB, :attr:`peak_mb` after the block (how, per device: see the
+    module docstring). ``device``: whose memory counts (``cuda`` is the current CUDA device, see
+    :func:`cuda_index`; its index is :attr:`device_index`, ``None`` on the CPU); ``interval_s``: the CPU
+    sampling period.
     """
 
     def __init__(self, device: str | torch.device = "cpu", interval_s: float = 0.01) -> None:
@@ -288,9 +246,6 @@ class PeakMemory:
             self.peak_mb = self._peak_bytes / _MIB
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-
-
 def classification_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Accuracy and macro precision / recall / F1 from a confusion matrix (rows: true, cols: predicted).
 
@@ -319,12 +274,8 @@ def classification_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, fl
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest ROC AUC of class probabilities; NaN when a class is missing from ``labels``.
-
-    Args:
-        labels: true classes, shape ``[N]``.
-        probs: class probabilities, shape ``[N, K]`` (rows sum to 1).
-    """
+    """Macro one-vs-rest ROC AUC of class probabilities ``probs`` ``[N, K]`` (rows sum to 1) for the
+    true classes ``labels`` ``[N]``; NaN when a class is missing from ``labels``."""
     from sklearn.metrics import roc_auc_score  # lazy: scikit-learn (with scipy) costs a second to import
 
     labels = np.asarray(labels)
@@ -340,8 +291,8 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 def balanced_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
     """Mean per-class recall over the classes present in ``labels`` (sklearn's balanced accuracy).
 
-    With every class present this equals the macro recall; it is reported under its own name
-    because on imbalanced data (VisA: 89 % normal) it is the accuracy that a constant answer cannot inflate.
+    With every class present this equals the macro recall; it has its own name because on imbalanced
+    data (VisA: 89 % normal) it is the accuracy that a constant answer cannot inflate.
     """
     labels, preds = np.asarray(labels), np.asarray(preds)
     recalls = [float((preds[labels == c] == c).mean()) for c in range(num_classes) if (labels == c).any()]
@@ -357,13 +308,9 @@ def majority_accuracy(labels: np.ndarray) -> float:
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, positive: int = 1, prefix: str = "") -> dict[str, float]:
-    """Precision, recall, F1 (argmax at 0.5) and AUROC of the ``positive`` class of a two-class problem.
-
-    Args:
-        labels: true classes (0 / 1).
-        scores: the positive class's probability per sample.
-        positive: the class the metrics are about (VisA: 1, anomaly).
-        prefix: prepended to the keys ``precision``, ``recall``, ``f1``, ``auroc``.
+    """Precision, recall, F1 (argmax at 0.5) and AUROC of the ``positive`` class (VisA: 1, anomaly) of a
+    two-class problem, from the true classes ``labels`` (0 / 1) and ``scores``, the positive class's
+    probability per sample; keys ``precision``, ``recall``, ``f1``, ``auroc``, each after ``prefix``.
     """
     from sklearn.metrics import roc_auc_score  # lazy: scikit-learn (with scipy) costs a second to import
 
@@ -398,10 +345,8 @@ _PROCESS_OWNER: list[str] = []
 
 
 def claim_process(run_id: str) -> None:
-    """Mark this (freshly started) process as the run's own: its CPU peak memory is then the run's alone.
-
-    Called by the executor that started the process for the run (:mod:`helpers.executors`), before the run.
-    """
+    """Mark this freshly started process as the run's own, so its CPU peak memory is the run's alone
+    (called before the run by the executor that started the process, :mod:`helpers.executors`)."""
     _PROCESS_OWNER[:] = [run_id]
 
 
@@ -412,19 +357,12 @@ def peak_memory_scope(run_id: str, device: str | torch.device) -> str:
     return "own-process" if _PROCESS_OWNER == [run_id] else "shared-process"
 
 
-def resident_memory_mb() -> float:
-    """This process's resident set size now, in MiB."""
-
-    return psutil.Process(os.getpid()).memory_info().rss / _MIB
-
-
 def count_params(model: nn.Module) -> tuple[int, int]:
     """``(total, nonzero)`` parameter counts of ``model``.
 
     A :class:`~helpers.pruning.sparse.SparseLinear` layer holds its weight as CSR buffers, not
-    parameters: it counts at its dense shape in ``total`` (``out x in`` plus its bias), and its stored
-    values and bias in ``nonzero`` (the zeros it does not store count as zeros), so a model counts the
-    same with its linear layers dense or CSR.
+    parameters: it counts at its dense shape in ``total`` (``out x in`` plus its bias) and its stored
+    values and bias in ``nonzero``, so a model counts the same with its linear layers dense or CSR.
     """
     total = nonzero = 0
     for p in model.parameters():
@@ -438,9 +376,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
                 total += module.bias.numel()
                 nonzero += int(torch.count_nonzero(module.bias.detach()))
     return total, nonzero
-
-
-# ---------------------------------------------------------------------------------------------- inference
 
 
 def _percentile_ms(values: Sequence[float], q: float) -> float:
@@ -458,12 +393,11 @@ def _to_layout(model: nn.Module, x: torch.Tensor, layout: str) -> tuple[nn.Modul
 
 
 def choose_memory_format(model: nn.Module, x: torch.Tensor, *, trials: int = 5) -> str:
-    """The faster layout of ``model`` on input ``x`` on this CPU: ``"contiguous"`` or ``"channels_last"``.
+    """The faster layout of ``model`` on input ``x`` on this CPU, ``"contiguous"`` or ``"channels_last"``,
+    by the median of ``trials`` forward passes in each (after one untimed pass); the model is left in it.
 
-    oneDNN's convolutions can be much faster in channels-last (NHWC) layout, above all for the thin
-    layers of a compacted model, but not always (a dense VGG16 at 32 px is slower in it), so the
-    choice is measured rather than assumed: the median of ``trials`` forward passes in each layout,
-    after one untimed pass each. The model is left in the chosen layout.
+    oneDNN's convolutions can be much faster channels-last (NHWC), above all for the thin layers of a
+    compacted model, but not always (a dense VGG16 at 32 px is slower in it), hence the measurement.
     """
     if x.dim() != 4:
         return "contiguous"
@@ -495,19 +429,16 @@ def benchmark_inference(
     meter: EnergyMeter | None = None,
     memory_format: str = "auto",
 ) -> dict[str, Any]:
-    """Time CPU inference of a model loaded from disk, timm-style.
-
-    The energy window spans ``load()`` (reading the model from disk), the warm-up and the timed
-    batches; the latency figures span only the timed batches.
+    """Time CPU inference of a model loaded from disk, timm-style (a fixed thread count, warm-up batches,
+    ``time.perf_counter`` around each batch under ``torch.inference_mode``). The energy window spans
+    ``load()``, the warm-up and the timed batches; the latency figures only the timed batches.
 
     Args:
         load: returns the model (e.g. ``lambda: load_model(path)``); it is put in eval mode.
-        images: input images ``[N, C, H, W]``, cycled to fill the batches.
-        batch_size: images per forward pass.
-        samples: images to time; ``ceil(samples / batch_size)`` timed batches.
-        warmup: untimed batches before timing.
+        images: input images ``[N, C, H, W]``, cycled to fill the batches of ``batch_size``.
+        samples: images to time; ``ceil(samples / batch_size)`` timed batches, after ``warmup`` untimed ones.
         threads: torch intra-op threads (restored afterwards).
-        meter: energy meter; ``None`` gives an unavailable reading.
+        meter: energy meter (default: a CPU one).
         memory_format: ``"contiguous"``, ``"channels_last"``, or ``"auto"`` (default): measure both
             after loading (:func:`choose_memory_format`, part of the warm-up) and time the faster,
             as a deployment would.
@@ -533,9 +464,7 @@ def benchmark_inference(
             start = time.perf_counter()
             model = load().eval()
             load_time = time.perf_counter() - start
-            layout = memory_format
-            if layout == "auto":
-                layout = choose_memory_format(model, batches[0])
+            layout = choose_memory_format(model, batches[0]) if memory_format == "auto" else memory_format
             model, _ = _to_layout(model, batches[0], layout)
             batches = [b.contiguous(memory_format=_TORCH_FORMATS[layout]) if b.dim() == 4 else b for b in batches]
             per_image: list[float] = []

@@ -1,48 +1,35 @@
 """The CNNs of the study, built from torchvision.
 
-The study uses the unmodified torchvision architectures (Simonyan & Zisserman 2015 for VGG16,
-He et al. 2016 for ResNet18/50), with the classifier resized to the dataset's classes and, where
-the data is not RGB, the first convolution resized to the data's channels. Weights are random
-(torchvision's own initialisation) unless a local ImageNet state dict is given: the study's
-machines cannot reach model hubs, and a silent download would make runs differ by machine.
+The study uses the unmodified torchvision architectures (Simonyan & Zisserman 2015 for VGG16, He et al.
+2016 for ResNet18/50), with the classifier resized to the dataset's classes and, for non-RGB data, the
+first convolution resized to its channels. Weights are random (torchvision's initialisation) unless a
+local ImageNet state dict is given: the study's machines cannot reach model hubs, and a silent download
+would make runs differ by machine. Inputs must be at least :func:`min_input_size` (32 px but for the
+CIFAR ResNets); ``helpers.data`` pads smaller images (BloodMNIST 28 px, digits 8 px).
 
-The four torchvision models downsample by 32 (five stride-2 stages), so they need inputs of at least
-32 x 32; smaller images (BloodMNIST at 28 px, digits at 8 px) are padded by ``helpers.data`` first.
+CIFAR-style variants (:data:`CIFAR_MODELS`), the networks of CIFAR results such as Lajić, Peer and
+Emeršič's (2025) baselines (VGG16 93.2 %, ResNet18 94.4 %, ResNet50 95.0 % on CIFAR-10), make the CIFAR
+literature's changes (He et al. 2016, Sec. 4.2; the VGG of Liu et al.'s network slimming and of Li et
+al.'s L1 filter pruning), as the ImageNet stem at 32 px throws away most of the image:
 
-CIFAR-style variants (:data:`CIFAR_MODELS`) are the networks that CIFAR results such as Lajić, Peer and
-Emeršič's (2025) baselines (VGG16 93.2 %, ResNet18 94.4 %, ResNet50 95.0 % on CIFAR-10) come from; the
-ImageNet stem at 32 px throws away most of the image before the first block. They are torchvision's
-classes with the changes the CIFAR literature makes (He et al. 2016, Sec. 4.2; the VGG of Liu et al.'s
-network slimming and of Li et al.'s L1 filter pruning):
+- ``resnet18_cifar``, ``resnet50_cifar``: a 3 x 3 stride-1 stem without max-pool, so the network
+  downsamples by 8 (a 32 px image reaches the last stage at 4 x 4; smallest input 8 px).
+- ``vgg16_bn_cifar``: ``vgg16_bn``'s features, a global average pool to 512 features and a classifier
+  512 -> 512 -> 512 -> classes (ReLU and dropout between, like torchvision's, so hidden neurons still
+  exist for the granularity study); at 32 px the last convolution's channels are the classifier's
+  inputs one to one.
 
-- ``resnet18_cifar``, ``resnet50_cifar``: the 7 x 7 stride-2 stem and its max-pool become a 3 x 3
-  stride-1 convolution with no max-pool, so the network downsamples by 8 (three stride-2 stages): a 32 px
-  image reaches the last stage at 4 x 4. Smallest input 8 px.
-- ``vgg16_bn_cifar``: torchvision's ``vgg16_bn`` features (13 convolutions with BatchNorm, five
-  max-pools), then a global average pool to 512 features and a classifier 512 -> 512 -> 512 -> classes
-  (ReLU and dropout between, like torchvision's 25,088 -> 4,096 -> 4,096 one, so hidden neurons still
-  exist for the granularity study). At 32 px the pool sees 1 x 1, so the last convolution's channels
-  are the classifier's inputs one to one. Smallest input 32 px (five max-pools).
+Scaled-down variants (:data:`MINI_MODELS`, the smoke profile's models) have the same layers with every
+width divided by 8, so the machinery runs in a fraction of the time, memory and disk (a VGG16 model file
+is about 0.5 GB, a ``vgg16_mini`` one about 8 MB); their accuracies are not the full models':
 
-Scaled-down variants (:data:`MINI_MODELS`) are the smoke profile's models (``params/smoke.yaml``): the
-same architecture, layer for layer, with every width divided by 8, so training, masks, compaction, model
-files and inference are exercised in a fraction of the time, memory and disk (a VGG16 model file is about
-0.5 GB, a ``vgg16_mini`` one about 8 MB). They check the machinery, not the science; their accuracies are
-not VGG16's or ResNet18's.
-
-- ``vgg16_mini``: torchvision's ``VGG`` with VGG16's configuration (13 convolutions in five blocks of
-  2, 2, 3, 3, 3, each block ending in a max-pool) at widths 8-16-32-64-64, the same 7 x 7 adaptive
-  average pool, and a classifier 3,136 -> 512 -> 512 -> classes with ReLU and dropout between, like
-  torchvision's 25,088 -> 4,096 -> 4,096 one (so every layer has 1/64 of VGG16's weights, the classifier
-  still holds about 89 % of them, and a last-convolution filter still feeds 49 classifier columns).
-  Smallest input 32 px (five max-pools).
-- ``resnet18_mini``: torchvision's ``ResNet`` with ResNet18's layout (7 x 7 stride-2 stem, max-pool, four
-  stages of two ``BasicBlock`` s, a downsample at the start of stages 2-4) at widths 8-16-32-64. Smallest
-  input 32 px.
+- ``vgg16_mini``: widths 8-16-32-64-64 and a classifier 3,136 -> 512 -> 512 -> classes: every layer has
+  1/64 of VGG16's weights, the classifier still about 89 % of them, and a last-convolution filter still
+  feeds 49 classifier columns.
+- ``resnet18_mini``: ResNet18's layout at widths 8-16-32-64.
 
 Every block is a torchvision ``BasicBlock`` / ``Bottleneck`` or an ``nn.Sequential`` of the usual
-layers, so pruning structure (residual groups), compaction and every criterion treat them like the
-torchvision models.
+layers, so pruning structure (residual groups), compaction and every criterion treat them alike.
 """
 
 from __future__ import annotations
@@ -77,12 +64,9 @@ MINI_WIDTH_DIVISOR = 8
 
 
 class _SkipInit(TorchFunctionMode):
-    """Skips the random and constant initialisation of new layers (meta tensors hold no values to set).
-
-    On the ``meta`` device every ``normal_`` / ``uniform_`` goes through Python reference implementations
-    (about 1 ms each): building a ``resnet18_mini`` skeleton took 85 ms, most of it initialising values
-    that do not exist. A torch-function mode is per thread, so other threads initialise as usual.
-    """
+    """Skips the initialisation of new layers on ``meta`` (no values to set), where every ``normal_`` /
+    ``uniform_`` runs a Python reference implementation (about 1 ms each; a ``resnet18_mini`` skeleton
+    took 85 ms). A torch-function mode is per thread."""
 
     _SKIPPED = frozenset({
         torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_,
@@ -116,18 +100,30 @@ def _resnet_cifar(builder: Callable[..., tvm.ResNet]) -> Callable[..., nn.Module
     return build
 
 
+def _vgg_classifier(features: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """torchvision's VGG classifier shape (ReLU and dropout between the linear layers) at other widths."""
+    return nn.Sequential(
+        nn.Linear(features, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, num_classes),
+    )  # fmt: skip
+
+
+def _init_vgg(modules: Iterator[nn.Module]) -> None:  # torchvision's VGG init
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 0)
+
+
 def _vgg16_bn_cifar(*, weights: None, num_classes: int) -> nn.Module:
     model = tvm.vgg16_bn(weights=weights, num_classes=num_classes)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
-    model.classifier = nn.Sequential(
-        nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(512, num_classes),
-    )  # fmt: skip
-    for m in model.classifier.modules():
-        if isinstance(m, nn.Linear):  # torchvision's VGG init
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.constant_(m.bias, 0)
+    model.classifier = _vgg_classifier(512, 512, num_classes)
+    _init_vgg(model.classifier.modules())
     return model
 
 
@@ -137,19 +133,8 @@ def _vgg16_mini(*, weights: None, num_classes: int) -> nn.Module:
         model = tvm.VGG(nn.Sequential(), num_classes=num_classes, init_weights=False)
     model.features = tvm.vgg.make_layers([c if c == "M" else c // d for c in tvm.vgg.cfgs["D"]])
     model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-    hidden = 4096 // d
-    model.classifier = nn.Sequential(
-        nn.Linear(512 // d * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    )  # fmt: skip
-    for m in model.modules():  # torchvision's VGG init
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.constant_(m.bias, 0)
+    model.classifier = _vgg_classifier(512 // d * 7 * 7, 4096 // d, num_classes)
+    _init_vgg(model.modules())
     return model
 
 
@@ -187,9 +172,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18_mini": _resnet18_mini,
 }
 
-# Smallest square input each model accepts: five max-pools (VGG) floor 28 px to 0, and the
-# ResNets' five stride-2 stages leave BatchNorm with a single value per channel below 32 px; the
-# CIFAR ResNets have three stride-2 stages (8 px). The mini variants keep their full model's downsampling.
+# Smallest square input: five max-pools (VGG) floor 28 px to 0, and five stride-2 stages leave a ResNet's
+# BatchNorm one value per channel below 32 px; the CIFAR ResNets have three (8 px).
 _MIN_INPUT = {name: 32 for name in MODELS} | {"resnet18_cifar": 8, "resnet50_cifar": 8}
 
 
@@ -220,20 +204,16 @@ def build_model(
     weights: str | Path | None = None,
     input_size: int | None = None,
 ) -> nn.Module:
-    """Build one of the study's models.
+    """Build one of the study's :data:`MODELS`, in training mode on the CPU.
 
     Args:
-        name: one of :data:`MODELS`.
         num_classes: outputs of the final linear layer.
         in_channels: channels of the input images (1 for grayscale data).
         weights: optional path to a local ImageNet state dict for this architecture (loaded with
-            ``weights_only=True``); layers whose shape differs (classifier, first conv for
-            non-RGB data) keep their random initialisation.
-        input_size: if given, checked against :func:`min_input_size` so a too-small input fails
-            here rather than deep inside the forward pass.
-
-    Returns:
-        The model in training mode, on the CPU.
+            ``weights_only=True``); layers whose shape differs (classifier, first conv for non-RGB
+            data) keep their random initialisation.
+        input_size: if given, checked against :func:`min_input_size`, so a too-small input fails here
+            rather than deep inside the forward pass.
     """
     _check_name(name)
     if num_classes < 2:

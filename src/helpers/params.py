@@ -2,9 +2,7 @@
 the plug-in interface of a kind of study (:class:`StudyKind`), :class:`ParamsError` and the value checks
 every schema uses (each names the key, the bad value and what is accepted).
 
-This is the bottom of the orchestration layer: it imports nothing of the package, so the study kinds
-(:mod:`helpers.primary`, :mod:`helpers.companion`), the executors and :mod:`helpers.config` share it
-without importing each other.
+It imports nothing of the package, so the study kinds, the executors and :mod:`helpers.config` share it.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ __all__ = [
 class ParamsError(ValueError):
     """A study file or override that cannot be run; the message is one line naming the problem."""
 
-# Parameters that can change a run's results, hence enter its run_id hash. ``threads``,
-# ``eval_batch_size``, ``data_root``, ``keep_models``, ``checkpoint_every_s``, ``executor`` and ``out`` only change where or
-# how fast a run happens. Each study kind adds its own keys per run (:func:`helpers.primary.result_params`).
+# Parameters that can change a run's results, hence enter its run_id hash (each study kind adds its own, e.g.
+# helpers.primary.result_params); the other keys (threads, executor, out, ...) change only where or how fast.
 RESULT_KEYS: tuple[str, ...] = (
     "dataset", "model", "method", "conv_sparsity", "linear_sparsity", "seed", "epochs", "batch_size",
     "lr", "weight_decay", "optimizer", "image_size", "train_subset", "val_subset", "test_subset",
@@ -52,12 +49,8 @@ RESULT_KEYS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class StudyParams:
-    """A validated study: the resolved parameters (defaults filled in) as a plain dict.
-
-    Attributes:
-        values: every key of :data:`KEYS`, JSON-serialisable; scenarios are resolved to
-            ``{"name", "conv", "linear"}`` mappings.
-    """
+    """A validated study: ``values``, every key of :data:`helpers.config.KEYS` (defaults filled in,
+    JSON-serialisable; scenarios resolved to ``{"name", "conv", "linear"}`` mappings)."""
 
     values: Mapping[str, Any]
 
@@ -86,13 +79,10 @@ class RunSpec:
 
     Attributes:
         run_id: ``{dataset}-{model}-{method}-{scenario}-s{seed}-{hash8}``.
-        dataset, model, method, scenario, seed: the run's place in the grid (``scenario`` is
-            ``"none"`` for ``dense`` runs).
-        params: the run's resolved parameters (JSON-serialisable): the study's protocol keys plus
-            ``dataset``, ``model``, ``method``, ``scenario``, ``conv_sparsity``,
-            ``linear_sparsity``, ``seed``.
-        dense_run_id: for ``post_training``, the id of the dense run whose trained model it prunes;
-            ``None`` otherwise.
+        dataset, model, method, scenario, seed: the run's place in the grid (``dense``: scenario ``"none"``).
+        params: the resolved, JSON-serialisable parameters: the study's protocol keys plus the run's place
+            and its ``conv_sparsity`` and ``linear_sparsity``.
+        dense_run_id: the id of the dense run whose trained model it prunes, else ``None``.
     """
 
     run_id: str
@@ -117,32 +107,17 @@ class RunSpec:
             "params": copy.deepcopy(dict(self.params)),
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            run_id=data["run_id"],
-            dataset=data["dataset"],
-            model=data["model"],
-            method=data["method"],
-            scenario=data["scenario"],
-            seed=int(data["seed"]),
-            params=dict(data["params"]),
-            dense_run_id=data.get("dense_run_id"),
-        )
-
 
 @dataclass(frozen=True)
 class StudyKind:
-    """What a kind of study plugs in (the registry :mod:`helpers.studies` lists them; the study file's
-    ``study_kind`` key picks one). Executors are handed this object as their task: they call
-    :attr:`run_one` and :attr:`failure_ids` and know nothing else of the study.
+    """What a kind of study plugs in (registry: :mod:`helpers.studies`). Executors are handed it as their
+    task and call only :attr:`run_one` and :attr:`failure_ids`.
 
     Attributes:
         name: the ``study_kind`` value.
         defaults: the kind's own keys with their defaults (merged into :data:`helpers.config.DEFAULTS`).
-        validate: checks the kind's own keys in the resolved parameters, in place (called for every
-            study, whatever its kind, so a profile never carries a silently wrong value).
+        validate: checks the kind's own keys in the resolved parameters, in place (for every study, whatever
+            its kind, so a profile never carries a silently wrong value).
         plan: validated parameters -> the runs, in execution order (a run's ``dense_run_id`` before it).
         run_one: ``run_one(spec, study, progress=False) -> status``; executes one run, idempotently.
         failure_ids: a run's identifying columns for its ``error.json`` when it fails.
@@ -177,13 +152,9 @@ def check_key(key: Any, valid: Sequence[str], what: str) -> None:
     raise ParamsError(f"unknown {what} {key!r}; {hint}(valid keys: {', '.join(valid)})")
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
 def check_int(key: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamsError(f"{key} must be an integer, got {value!r} ({_type_name(value)})")
+        raise ParamsError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
     if minimum is not None and value < minimum:
         raise ParamsError(f"{key} must be at least {minimum}, got {value}")
     return value
@@ -193,7 +164,7 @@ def check_optional_int(key: str, value: Any, *, minimum: int | None = None) -> i
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamsError(f"{key} must be an integer or null, got {value!r} ({_type_name(value)})")
+        raise ParamsError(f"{key} must be an integer or null, got {value!r} ({type(value).__name__})")
     return check_int(key, value, minimum=minimum)
 
 
@@ -201,7 +172,7 @@ def check_float(
     key: str, value: Any, *, minimum: float | None = None, maximum: float | None = None, strict: bool = False
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ParamsError(f"{key} must be a finite number, got {value!r} ({_type_name(value)})")
+        raise ParamsError(f"{key} must be a finite number, got {value!r} ({type(value).__name__})")
     value = float(value)
     if minimum is not None and (value < minimum or (strict and value == minimum)):
         bound = "greater than" if strict else "at least"
@@ -213,7 +184,7 @@ def check_float(
 
 def check_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ParamsError(f"{key} must be true or false, got {value!r} ({_type_name(value)})")
+        raise ParamsError(f"{key} must be true or false, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -234,14 +205,8 @@ def as_list(key: str, value: Any) -> list[Any]:
 
 
 def check_names(key: str, value: Any, accepted: Sequence[str]) -> list[str]:
-    items = as_list(key, value)
     single = key[:-1] if key.endswith("s") else key
-    out: list[str] = []
-    for item in items:
-        name = check_choice(single, item, accepted)
-        if name not in out:
-            out.append(name)
-    return out
+    return list(dict.fromkeys(check_choice(single, item, accepted) for item in as_list(key, value)))
 
 
 def check_int_list(key: str, value: Any, *, minimum: int) -> list[int]:

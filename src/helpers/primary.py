@@ -1,20 +1,16 @@
 """The primary study (Douzandeh Zenoozi et al. 2025), as a kind of study: its keys, its grid, its run.
 
-- Keys (:data:`DEFAULTS`): ``methods``, ``scenarios``, ``swap_fraction``, ``finetune_epochs``,
-  ``training_form``, ``set_allocation`` (:func:`validate`; the shared keys are :mod:`helpers.config`'s).
-- Plan (:func:`expand_grid`): one :class:`~helpers.params.RunSpec` per dataset x model x method x scenario
-  x seed, plus one ``dense`` run per dataset x model x seed (the baseline, which ``post_training`` reuses
-  instead of training again). A run's id is readable and stable: ``{dataset}-{model}-{method}-{scenario}-
-  s{seed}-{hash8}``, where the hash covers every resolved parameter that can change the run's results
-  (:data:`~helpers.params.RESULT_KEYS` and the method's own keys), so editing the protocol gives new ids
-  and never mixes results of two protocols. The training form is decided here, once per run
-  (:func:`training_form`), and the run trains in the form its spec names.
-- Run (:func:`run_one`): train (resuming from the last epoch's checkpoint), test, measure inference of
-  the masked, hooked and compacted variants, in the run folder :mod:`helpers.lifecycle` manages.
-- Notebooks: 01-04 and 07; after the tables, the paper's claims are checked (:func:`helpers.claims.write_claims`).
+- Keys (:data:`DEFAULTS`, checked by :func:`validate`; the shared keys are :mod:`helpers.config`'s).
+- Plan (:func:`expand_grid`): one run per dataset x model x method x scenario x seed, plus the ``dense``
+  baseline per dataset x model x seed, which ``post_training`` reuses. Run ids read
+  ``{dataset}-{model}-{method}-{scenario}-s{seed}-{hash8}``, the hash covering every parameter that can
+  change the results (:func:`result_params`), so a changed protocol never mixes with the old one's runs.
+- Run (:func:`run_one`): train (resuming from the last checkpoint) in the form :func:`training_form` chose,
+  test, measure inference of the masked, hooked and compacted variants (run folders: :mod:`helpers.lifecycle`).
+- Notebooks 01-04 and 07; after the tables, the paper's claims are checked (:func:`helpers.claims.write_claims`).
 
-Defaults follow the primary study: Adam, lr 1e-4, batch 64, 50 epochs, ``swap_fraction`` 0.2, no
-fine-tuning after post-training pruning.
+Defaults follow the paper: Adam, lr 1e-4, batch 64, 50 epochs, ``swap_fraction`` 0.2, no fine-tuning
+after post-training pruning.
 """
 
 from __future__ import annotations
@@ -94,10 +90,8 @@ DEFAULTS: dict[str, Any] = {
     "scenarios": ["uniform", "mixed", "linear_only"],
     "swap_fraction": 0.2,
     "finetune_epochs": 0,
-    # How pruned runs train: "compacted" trains the physically smaller network (for fixed masks exactly
-    # equivalent; in_training / set rebuild it after every swap), "masked" the full one with zeros (the
-    # paper's way). Resolved per run (training_form); dense and linear_only: masked.
-    # A list ([masked, compacted]) runs both forms side by side; the form then enters the run id.
+    # "compacted" trains the physically smaller network, "masked" the full one with zeros (the paper's
+    # way); resolved per run (training_form). A list ([masked, compacted]) runs both, the form in the run id.
     "training_form": "compacted",
     # set's per-layer budgets: "scenario" (each layer keeps the scenario's fraction; the paper) or
     # "erk" (Mocanu's ER / Evci's ERK densities under the same budget in weights; an extension).
@@ -144,17 +138,13 @@ def _training_forms(value: Any) -> str | list[str]:
     return check_choice("training_form", value, TRAINING_FORMS)
 
 
-
 # ---------------------------------------------------------------------------------------------- plan
 
 
 def training_form(requested: str, method: str, conv_sparsity: float) -> str:
-    """The form a run trains in: ``compacted`` where it is requested and shrinks the network, else ``masked``.
-
-    Only removed filters shrink a network (conv sparsity > 0); ``dense`` has none. Fixed masks
-    (``pre_training``, ``post_training``'s fine-tuning) train their compacted network once built,
-    exactly as the masked one; ``in_training`` and ``set`` rebuild it after every swap
-    (:class:`helpers.pruning.CompactedTraining`, which says how that differs from masked training).
+    """The form a run trains in: ``compacted`` where it is requested and removes filters (a pruning method
+    with conv sparsity > 0), else ``masked``. With fixed masks the compacted network trains exactly as the
+    masked one; ``in_training`` and ``set`` rebuild it after every swap (:class:`helpers.pruning.CompactedTraining`).
     """
     if requested == "compacted" and pruning.method_class(method).prunes and conv_sparsity > 0:
         return "compacted"
@@ -226,14 +216,8 @@ _DENSE_SCENARIO = {"name": "none", "conv": 0.0, "linear": 0.0}
 
 
 def expand_grid(params: StudyParams) -> list[RunSpec]:
-    """Every run of the study, dense runs first (``post_training`` runs reuse them).
-
-    Returns:
-        One spec per dataset x model x seed for ``dense`` and one per dataset x model x method x
-        scenario x seed for each pruning method, in a stable order: by dataset, model, seed, with
-        the dense run before the runs that depend on it. Empty for a companion study
-        (``study_kind: criteria`` or ``granularity``), whose runs :func:`helpers.companion.plan` lists.
-    """
+    """Every run of the study in a stable order (by dataset, model, seed; the dense run before the runs
+    that reuse it). Empty for a companion study, whose runs :func:`helpers.companion.plan` lists."""
     if params["study_kind"] != KIND_NAME:  # another kind of study plans its own runs
         return []
     specs: list[RunSpec] = []
@@ -283,12 +267,8 @@ def failure_ids(spec: RunSpec) -> dict[str, Any]:
 
 
 def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) -> str:
-    """Execute one run (train, test, measure inference) and finish its folder atomically.
-
-    Args:
-        spec: the run.
-        study: the study folder.
-        progress: show the epoch bar (only on a terminal).
+    """Execute one run in the folder ``study`` (train, test, measure inference) and finish its run folder
+    atomically; ``progress`` shows the epoch bar (only on a terminal).
 
     Returns:
         ``"skipped"`` (already finished), ``"completed"`` or ``"diverged"``.
@@ -348,12 +328,8 @@ def run_one(spec: RunSpec, study: str | os.PathLike, *, progress: bool = False) 
 
 def _train(spec: RunSpec, study: Path, method: pruning.PruningMethod, data: Data, meter: EnergyMeter, work: Path,
            progress: bool) -> tuple[torch.nn.Module, FitResult]:  # fmt: skip
-    """Build (or, for post_training, load and prune the dense model) and train; resumes from the checkpoint.
-
-    The run trains in the form its spec names (decided once, by :func:`training_form`): ``compacted``
-    trains the network without its removed filters (:class:`helpers.pruning.CompactedTraining`, inside
-    :func:`helpers.train.fit`, which counts compaction and write-back as training time).
-    """
+    """Build (or, for post_training, load and prune the dense model) and train in the spec's form, resuming
+    from the checkpoint (``fit`` counts a compacted run's compaction and write-back as training time)."""
     p = spec.params
     device = data.train_x.device
     if method.prunes_after_training:
@@ -455,11 +431,9 @@ TEST_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "auc",
 
 
 def test_metrics(model: torch.nn.Module, data: Data, eval_batch_size: int) -> tuple[dict[str, float], np.ndarray]:
-    """The test split's metrics of ``model`` (``test_*`` keys) and its class probabilities ``[N, K]``.
-
-    For two-class data (VisA: normal 0, anomaly 1) the anomaly class's own precision, recall, F1 and
-    AUROC are added, since macro averages hide how a rare anomaly class fares.
-    """
+    """The test split's metrics of ``model`` (``test_*`` keys) and its class probabilities ``[N, K]``. For
+    two-class data (VisA: normal 0, anomaly 1) the anomaly class's own precision, recall, F1 and AUROC are
+    added (``test_anomaly_*``), since macro averages hide how a rare anomaly class fares."""
     metrics, probs = evaluate(model, data.test_x, data.test_y, batch_size=eval_batch_size, num_classes=data.num_classes)
     labels = data.test_y.cpu().numpy()
     probs_np = probs.numpy().astype(np.float32)
@@ -488,11 +462,8 @@ def _test(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path) -> dict
 
 
 def _best(spec: RunSpec, result: FitResult, final: Mapping[str, Any], reused: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The best-validation epoch and its model's test metrics (the paper's Table 1 "best accuracy").
-
-    ``post_training`` without fine-tuning has one pruned model, so its best is its final model; with
-    fine-tuning, the best epoch of the fine-tuning counts (epochs numbered after the dense run's).
-    """
+    """The best-validation epoch and its model's test metrics (the paper's Table 1 "best accuracy"). For
+    ``post_training`` it is the fine-tuning's best epoch (numbered after the dense run's), else the final model."""
     best = result.best
     if best is None:  # no epoch trained here (post_training without fine-tuning)
         out = {"best_epoch": int(final.get("epochs_completed", 0)), "best_val_accuracy": math.nan}
@@ -506,15 +477,13 @@ def _best(spec: RunSpec, result: FitResult, final: Mapping[str, Any], reused: Ma
 
 
 def _inference(spec: RunSpec, model: torch.nn.Module, data: Data, work: Path, model_path: Path) -> list[dict[str, Any]]:
-    """Benchmark the run's inference variants on the CPU (see measure.benchmark_inference).
+    """Benchmark the run's inference variants on the CPU (:func:`helpers.measure.benchmark_inference`).
 
-    ``masked``: the model as trained, zeros baked into plain weights. ``hooked`` (pruned runs): the same
-    weights in ``torch.nn.utils.prune``'s form, ``weight_orig`` and ``weight_mask`` with a forward pre-hook
-    per pruned layer, as the paper's pruned models were (:mod:`helpers.pruning.hooked`). ``compacted``:
-    the physically smaller twin (what would be deployed), each sparse linear layer dense or CSR,
-    whichever measured faster here at the first inference batch size (pruning.choose_linear_formats);
-    the choice is stored in its model file's meta and in the rows' linear_formats. Parameters and MACs
-    are counted on each variant as it runs (a CSR layer counts its stored weights' MACs).
+    ``masked``: the model as trained, zeros in plain weights. ``hooked`` (pruned runs): the same weights in
+    ``torch.nn.utils.prune``'s form, as the paper's pruned models were (:mod:`helpers.pruning.hooked`).
+    ``compacted``: the physically smaller twin, each sparse linear layer dense or CSR, whichever measured
+    faster at the first inference batch size (stored in its file's meta and the rows' ``linear_formats``).
+    Parameters and MACs are counted on each variant (a CSR layer counts its stored weights' MACs).
     """
     inf = spec.params["inference"]
     model = model.cpu().eval()

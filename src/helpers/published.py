@@ -1,30 +1,28 @@
-"""Published figures that the companion studies' notebooks (05, 06) show beside their own, with sources.
+"""Published figures that the studies' notebooks show beside their own, with sources.
 
 Copied by hand from the papers (the project never reads the reference folder at run time);
 ``tests/test_companion_published.py`` checks every entry against the project's reference table
 (``../shared/reference/published_results.csv``) where that file is present.
 
-- :data:`PUBLISHED_CRITERIA`: Lajić, Peer, Emeršič, *Exploring the differences in pruning methods for
-  convolutional neural networks* (ROSUS 2025), Tables 1-3: top-1 test accuracy (%) of VGG16, ResNet18
+- :data:`PUBLISHED_CRITERIA` (notebook 05): Lajić, Peer, Emeršič, *Exploring the differences in pruning methods
+  for convolutional neural networks* (ROSUS 2025), Tables 1-3: top-1 test accuracy (%) of VGG16, ResNet18
   and ResNet50 on CIFAR-10 and CIFAR-100 (trained from scratch; CIFAR-style networks) and of a pretrained
   VGG16 on ImageNet, before pruning (``pre_pruning``) and after removing 40 % of the filters in one shot
   with each criterion and fine-tuning with SGD. Their BN slimming is without the L1 penalty on gamma
   during training: it matches this project's ``bn_slimming``, not ``bn_slimming_l1``.
-- :data:`PUBLISHED_GRANULARITY`: Gurram, Sindhura, Bandari, *A study on neural network pruning techniques
-  for efficient model deployment* (2025), Tables 1-3 and the results text: model size (MB), inference
-  time (ms) and accuracy (%) of a dense model and of five granularities. The paper names neither its
-  model nor its dataset, so only the *ordering* of the granularities can be compared with a measurement.
-
-The primary study's notebooks (01-04) use:
-
-- :data:`PUBLISHED_PRIMARY`: Douzandeh Zenoozi, Erhan, Liotta, Cavallaro, *A comparative study of neural
-  network pruning strategies for industrial applications* (Frontiers in Computer Science 2025): the figures
-  its text states as numbers, among them Table 1's sparse (``mixed``) BloodMNIST accuracies as quoted by a
-  third-party summary (the table body itself was not available).
-- :data:`PUBLISHED_BLOODMNIST_BASELINES`: dense BloodMNIST baselines at 28 px that Table 1 is read against:
-  Doerrich et al. 2024 (MedMNIST+) and Yang et al. 2023 (MedMNIST v2).
-- :data:`PAPER_PROTOCOL`: the primary study's training configuration, which notebook 01's Table 3 compares
-  a study file with.
+- :data:`PUBLISHED_GRANULARITY` (notebook 06): Gurram, Sindhura, Bandari, *A study on neural network pruning
+  techniques for efficient model deployment* (2025), Tables 1-3 and the results text: model size (MB),
+  inference time (ms) and accuracy (%) of a dense model and of five granularities. The paper names neither
+  its model nor its dataset, so only the *ordering* of the granularities can be compared with a measurement.
+- :data:`PUBLISHED_PRIMARY` (notebooks 01-04): Douzandeh Zenoozi, Erhan, Liotta, Cavallaro, *A comparative
+  study of neural network pruning strategies for industrial applications* (Frontiers in Computer Science
+  2025): the figures its text states as numbers, among them Table 1's sparse (``mixed``) BloodMNIST
+  accuracies as quoted by a third-party summary (the table body itself was not available).
+- :data:`PUBLISHED_BLOODMNIST_BASELINES`: the dense BloodMNIST baselines at 28 px that Table 1 is read
+  against: Doerrich, Di Salvo, Brockmann, Ledig, *Rethinking model prototyping through the MedMNIST+ dataset
+  collection* (Scientific Reports 2025; arXiv 2404.15786, 2024) and Yang et al., *MedMNIST v2 - A
+  large-scale lightweight benchmark for 2D and 3D biomedical image classification* (Scientific Data 10, 41, 2023).
+- :data:`PAPER_PROTOCOL`: the primary study's training configuration, compared in notebook 01's Table 3.
 """
 
 from __future__ import annotations
@@ -103,8 +101,7 @@ PUBLISHED_GRANULARITY: dict[tuple[str, str], tuple[float, str]] = {
 
 def model_family(model: str) -> str:
     """The published model a study model corresponds to: ``vgg16_bn_cifar`` -> ``vgg16``, ``resnet18_cifar`` -> ``resnet18``."""
-    family = model.removesuffix("_cifar").removesuffix("_bn")
-    return family
+    return model.removesuffix("_cifar").removesuffix("_bn")
 
 
 def published_rows() -> list[dict[str, object]]:

@@ -16,10 +16,8 @@ Every run writes its own folder ``<study>/runs/<run_id>/`` (see :mod:`helpers.li
   finished (the folder is renamed into place atomically, so a folder under ``runs/`` is complete).
 
 :func:`collect` rebuilds ``<study>/results/{runs,epochs,inference}.csv`` from those folders (one
-writer: the process that calls it), so concurrent runs never write the same file. A folder with a file
-that cannot be read (:func:`read_run_folder`) is left out with a warning naming it; the tables are built
-from the rest.
-:func:`load_tables` reads them back for the notebooks. :data:`COLUMNS` documents every column.
+writer: the process that calls it), so concurrent runs never write the same file; :func:`load_tables`
+reads them back for the notebooks. :data:`COLUMNS` documents every column.
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ __all__ = [
     "read_json",
     "read_run_folder",
     "run_folder_damage",
-    "RUN_FILES",
     "environment",
     "summarize_rows",
     "FILE_MODE",
@@ -136,21 +133,19 @@ COLUMNS: dict[str, dict[str, str]] = {
             "is in peak_memory_scope"
         ),
         "peak_memory_scope": (
-            "what peak_memory_mb covers: own-process (CPU; the run had a fresh process, the local executor's "
-            "default, so the figure is its own whatever ran before), shared-process (CPU; the process had run "
-            "other runs before: Dask workers, local executor with process_per_run: false) or cuda-allocator "
-            "(GPU; allocator peak of the run's device, reset per phase); see measure.PEAK_MEMORY_SCOPES"
+            "what peak_memory_mb covers: own-process (CPU; a fresh process of its own, the local executor's "
+            "default), shared-process (CPU; a process that ran other runs before) or cuda-allocator (GPU; the "
+            "allocator peak of the run's device, reset per phase); see measure.PEAK_MEMORY_SCOPES"
         ),
         "device_index": (
             "CUDA index of the GPU the run trained on, whose energy and memory the figures are (device 'cuda' "
             "resolves to the current CUDA device, which a Dask worker sets per run); empty on the CPU"
         ),
         "train_flops": (
-            "theoretical training cost: forward + backward multiply-accumulates (backward = 2 x forward, as "
-            "RigL counts; one MAC counted once) of the network as trained, per image, times the images trained "
-            "on, summed over epochs (see epochs.train_flops); masked training counts the full network (its "
-            "zeros are computed), compacted training the smaller one, rebuilt per epoch for in_training / set. "
-            "post_training adds the dense run's, as train_time_s. Machine-independent beside train_time_s"
+            "theoretical, machine-independent training cost: the sum of epochs.train_flops (backward = 2 x "
+            "forward, as RigL counts; one MAC counted once); masked training counts the full network (its zeros "
+            "are computed), compacted training the smaller one, rebuilt per epoch for in_training / set. "
+            "post_training adds the dense run's, as train_time_s"
         ),
         "test_accuracy": "top-1 accuracy on the test split of the final model",
         "test_precision": "macro-averaged precision on the test split (classes without predictions count 0)",
@@ -207,9 +202,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         ),
         "device": "training device (cpu, cuda, cuda:N)",
         "error": "failed runs: the error message; not_applicable runs: the reason; empty otherwise",
-        # Companion studies. There `method` is dense (the trained model that the study prunes), criteria
-        # or granularity, and `reused_run_id` names the dense run a pruned run started from. Empty (NaN)
-        # for primary runs, and for the columns of the other companion study.
+        # Companion studies (`method` dense, criteria or granularity; `reused_run_id` the dense run a pruned
+        # run started from). Empty (NaN) for primary runs and for the other companion study's columns.
         "study_kind": "criteria or granularity (the study file's `study_kind`); empty for primary runs",
         "criterion": (
             "criteria study: the filter-selection criterion (greedy_output_norm, l1, bn_slimming, "
@@ -274,11 +268,10 @@ COLUMNS: dict[str, dict[str, str]] = {
             "swap, which runs after validation; a compacted run's includes setup_time_s)"
         ),
         "setup_time_s": (
-            "compacted training (runs.training_form): seconds of this train phase spent building the "
-            "compacted network (in the first epoch for pre_training / post_training, every epoch for "
-            "in_training / set, whose network is rebuilt after each swap) and writing it back into the "
-            "full-size model (every epoch) (included in time_s); empty for masked training. Runs before "
-            "2026-12-03 counted a fixed mask's setup once, in its first epoch"
+            "compacted training (runs.training_form): seconds of this train phase (included in time_s) spent "
+            "building the compacted network (first epoch for pre_training / post_training; every epoch for "
+            "in_training / set, rebuilt after each swap) and writing it back into the full-size model (every "
+            "epoch); empty for masked training. Runs before 2026-12-03 counted a fixed mask's setup once"
         ),
         "energy_j": _ENERGY,
         "energy_source": _SOURCE,
@@ -292,12 +285,11 @@ COLUMNS: dict[str, dict[str, str]] = {
     "inference": {
         "run_id": "the run (see runs.run_id)",
         "variant": (
-            "masked (the trained model, zeros baked into plain weights and still computed), hooked (pruned runs: "
-            "the same weights in torch.nn.utils.prune's form, weight_orig and weight_mask with a forward pre-hook "
-            "per pruned layer, as the paper's pruned models were; helpers.pruning.hooked) or compacted (pruned "
-            "filters physically removed); "
-            "companion studies: dense (the baseline), compacted (criteria runs; neuron / structured / layer "
-            "granularity) or masked (weight / unstructured granularity, dense tensors with zeros)"
+            "masked (the trained model, zeros baked into plain weights and still computed), hooked (pruned runs: the "
+            "same weights in torch.nn.utils.prune's form, weight_orig and weight_mask with a forward pre-hook per "
+            "pruned layer, as the paper's pruned models were; helpers.pruning.hooked) or compacted (pruned filters "
+            "physically removed); companion studies: dense (the baseline), compacted (criteria runs; neuron / "
+            "structured / layer granularity) or masked (weight / unstructured granularity, dense tensors with zeros)"
         ),
         "device": "inference device (always cpu, as in the study)",
         "threads": "torch intra-op threads during inference",
@@ -361,9 +353,6 @@ COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------- file helpers
-
-
 #: Mode of files written through a temporary file (see :data:`helpers.files.FILE_MODE`).
 FILE_MODE = files.FILE_MODE
 
@@ -404,9 +393,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-# ---------------------------------------------------------------------------------------- environment
-
-
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -427,15 +413,13 @@ def _cpu_model() -> str:
 
 def _git_commit() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
-            timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        return {"git_commit": commit, "git_dirty": bool(dirty)}
+        commit = git("rev-parse", "HEAD").strip()
+        return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
 
@@ -467,9 +451,6 @@ def environment(threads: int | None = None, *, inference_threads: int | None = N
     }
 
 
-# ---------------------------------------------------------------------------------------- tables
-
-
 def _empty(table: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS[table]})
 
@@ -492,14 +473,6 @@ def _run_folders(study_dir: Path, run_ids: Iterable[str] | None) -> list[Path]:
     if wanted is not None:
         folders = [p for p in folders if p.name in wanted]
     return [p for p in folders if (p / "result.json").is_file()]
-
-
-#: Files of a finished run folder that :func:`read_run_folder` checks (each only where present; a
-#: ``result.json`` must be).
-RUN_FILES: tuple[str, ...] = (
-    "result.json", "params.json", "environment.json", "epochs.csv", "inference.csv", "predictions.npz",
-    "model.pt", "model_compacted.pt",
-)  # fmt: skip
 
 
 def _damaged(path: Path, reason: str) -> files.DamagedFileError:
@@ -532,7 +505,6 @@ def _read_run_csv(path: Path, run_id: str) -> pd.DataFrame:
 
 
 def _check_predictions(path: Path) -> None:
-
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = {"probs", "labels", "preds"} - set(npz.files)
@@ -553,16 +525,18 @@ def _check_model_file(path: Path) -> None:
 
 
 def read_run_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], list[pd.DataFrame]]:
-    """Read a finished run folder, checking every file of :data:`RUN_FILES` that it holds.
+    """Read a finished run folder, checking each of its files that is present (``result.json`` must be):
+    ``params.json``, ``environment.json``, ``epochs.csv``, ``inference.csv``, ``predictions.npz``,
+    ``model.pt`` and ``model_compacted.pt``.
 
     Returns:
         ``(row, [epochs, inference])``: the run's ``result.json`` row and its ``epochs.csv`` /
         ``inference.csv`` frames (an empty frame where the file is absent).
 
     Raises:
-        helpers.files.DamagedFileError: a file cannot be read or is not what it should be
-            (``.path`` names it). A run with such a folder is not finished: :func:`helpers.lifecycle.is_finished`
-            moves the folder to ``runs/.damaged/`` and the same command runs it again.
+        helpers.files.DamagedFileError: a file cannot be read or is not what it should be (``.path`` names
+            it). Such a run is not finished: :func:`helpers.lifecycle.is_finished` moves the folder to
+            ``runs/.damaged/`` and the same command runs it again.
     """
     folder = Path(folder)
     result = folder / "result.json"
@@ -611,20 +585,16 @@ def _failed_rows(study_dir: Path, run_ids: Iterable[str] | None, finished: set[s
 
 
 def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Rebuild ``<study>/results/{runs,epochs,inference}.csv`` from the run folders.
+    """Rebuild ``<study>/results/{runs,epochs,inference}.csv`` from the run folders and return the three
+    tables as written (``epochs`` and ``inference`` with the run's id columns joined in for plotting).
 
-    A damaged run folder (a file of it cannot be read, see :func:`read_run_folder`) is left out of the
-    tables with one warning naming it; the tables are rebuilt from the rest. (The runner moves such a
-    folder to ``runs/.damaged/`` and runs the run again.)
+    A damaged run folder (:func:`read_run_folder` fails) is left out with one warning naming it (the
+    runner moves such a folder to ``runs/.damaged/`` and runs the run again).
 
     Args:
         study_dir: the study folder (``<out>/<name>``).
         run_ids: keep only these runs (the current grid); all finished runs when None. Failed runs
             (an ``error.json`` in their unfinished work folder) appear in ``runs`` with status ``failed``.
-
-    Returns:
-        The three tables, as written. ``epochs`` and ``inference`` carry the run's id columns
-        (dataset, model, method, scenario, seed) joined in for plotting.
 
     Raises:
         helpers.files.WriteFailedError: a table cannot be written (disk full, ...); the previous table
@@ -667,11 +637,8 @@ def collect(study_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) 
 
 
 def load_tables(study_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """The study's tables ``{"runs", "epochs", "inference"}`` as DataFrames.
-
-    Reads ``<study>/results/*.csv``; rebuilds them from the run folders (:func:`collect`) when any is
-    missing or cannot be read.
-    """
+    """The study's tables ``{"runs", "epochs", "inference"}`` as DataFrames, read from ``<study>/results/*.csv``,
+    or rebuilt from the run folders (:func:`collect`) when any is missing or cannot be read."""
     study_dir = Path(study_dir)
     paths = {t: study_dir / "results" / f"{t}.csv" for t in TABLES}
     if not all(p.is_file() for p in paths.values()):

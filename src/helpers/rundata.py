@@ -71,8 +71,7 @@ def _available_memory_bytes(device: str) -> float:
 
 
 def _streams(splits: Mapping[str, Any], min_size: int, stream: Any, device: str) -> bool:
-    """Whether the run streams its batches (``stream`` true), or holds prepared floats (false);
-    ``auto``: stream when the float32 splits would exceed :data:`STREAM_MEMORY_FRACTION` of the memory."""
+    """Whether the run streams its batches (``stream``; ``auto``: see :data:`STREAM_MEMORY_FRACTION`)."""
     stream = check_stream(stream)
     if stream != "auto":
         return bool(stream)
@@ -103,12 +102,10 @@ def prepare_data(spec: RunSpec) -> Data:
     """The run's splits on the CPU, normalised with the training split's channel statistics and padded
     to the model's minimum input (cached per process).
 
-    Two forms with the same values batch for batch: float tensors in memory (the fast path), or,
-    for data too large for that (the full MVTec set), :class:`helpers.transforms.StreamedImages`
-    that prepare each batch from the uint8 rows (read from the decoded file for the JPEG datasets) when it is
-    read, so resident memory does not grow with the number of images. The dataset option ``stream``
-    chooses: ``auto`` (default: stream when the floats would take more than
-    :data:`STREAM_MEMORY_FRACTION` of the available memory), ``true`` or ``false``.
+    Float tensors in memory, or (data too large for that, e.g. full MVTec)
+    :class:`helpers.transforms.StreamedImages`, which prepare each batch from the uint8 rows when read, so
+    memory does not grow with the images; same values batch for batch. The dataset option ``stream``
+    chooses: ``auto`` (default; see :data:`STREAM_MEMORY_FRACTION`), ``true`` or ``false``.
     """
     key, min_size = split_key(spec.params), min_input_size(spec.model)
     option = spec.params["dataset_options"].get("stream", "auto")
@@ -130,11 +127,8 @@ def check_device_available(device: str) -> None:
 
 
 def check_datasets(specs: Iterable[RunSpec]) -> None:
-    """Load every distinct dataset split of ``specs`` (downloading where allowed), before anything is written.
-
-    Raises:
-        ParamsError: naming the dataset and what went wrong.
-    """
+    """Load every distinct dataset split of ``specs`` (downloading where allowed), before anything is written;
+    ParamsError names a dataset that cannot be loaded and why."""
     seen = set()
     for spec in specs:
         key = (spec.dataset, split_key(spec.params))

@@ -1,14 +1,10 @@
 """Run a study of any kind: plan, execute each run (idempotent, resumable) on the study's executor,
 collect the tables.
 
-The flow is one way (see DESIGN.md): :func:`helpers.config.load_params` validates the study file; the
-registry (:mod:`helpers.studies`) gives the study's kind, whose ``plan`` lists the runs; the executor
-the study file names (:mod:`helpers.executors`: local, a Dask ``LocalCluster``, a scheduler address or
-dask-jobqueue) is handed the kind and calls its ``run_one`` per unfinished run, each a pure function
-of its spec and the study folder, in the run folders :mod:`helpers.lifecycle` manages; finally
-:func:`helpers.results.collect` rebuilds the tables from the run folders (and the primary study checks
-the paper's claims). Finished runs are skipped, interrupted runs resume from their last checkpoint,
-failed runs are recorded (``error.json``, status ``failed``) and retried by the next call.
+The flow is one way (DESIGN.md): :func:`helpers.config.load_params` validates the study file; the study's
+kind (:mod:`helpers.studies`) plans the runs; the executor (:mod:`helpers.executors`) calls the kind's
+``run_one`` per unfinished run (a pure function of its spec and the study folder, :mod:`helpers.lifecycle`);
+:func:`helpers.results.collect` rebuilds the tables from the run folders, and the kind's ``finish`` follows.
 """
 
 from __future__ import annotations
@@ -40,12 +36,9 @@ def run_study(
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """Run every unfinished run of the study and rebuild its tables.
-
-    Idempotent: finished runs are skipped, interrupted runs resume from their last checkpoint,
-    failed runs are retried. The study's ``executor`` runs them here, in order, or as Dask tasks
-    (:mod:`helpers.executors`), whatever the study's kind; either way the tables are rebuilt from the
-    run folders at the end.
+    """Run every unfinished run of the study on its ``executor`` and rebuild its tables from the run folders.
+    Idempotent: finished runs are skipped, interrupted runs resume from their last checkpoint, failed
+    runs (``error.json``, status ``failed``) are retried.
 
     Args:
         params: validated parameters, or a mapping / YAML path for :func:`helpers.config.load_params`.

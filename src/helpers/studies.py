@@ -1,24 +1,22 @@
 """The registry of the kinds of study: the one place that knows them.
 
-The study file's ``study_kind`` key (kept under that name so every study file and study folder
-written before still loads; in code it is the study's *kind*) picks one :class:`~helpers.params.StudyKind`:
+The study file's ``study_kind`` key (the name old study files and folders use) picks one
+:class:`~helpers.params.StudyKind`:
 
 - ``primary``: the paper's grid (:data:`helpers.primary.KIND`; notebooks 01-04, 07);
 - ``criteria``: pruning criteria at a matched filter budget (:data:`helpers.companion.CRITERIA_KIND`; notebook 05);
 - ``granularity``: pruning granularities at matched budgets (:data:`helpers.companion.GRANULARITY_KIND`; notebook 06).
 
 Each kind brings its keys and their validation, its plan, its ``run_one`` and its notebooks;
-:mod:`helpers.config` validates the shared keys and asks :func:`validate_kinds` for the rest,
-:mod:`helpers.runner` hands the kind to an executor as the task.
+:mod:`helpers.config` asks :func:`validate_kinds` to check them, :mod:`helpers.runner` hands the kind to an executor.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from helpers import companion, primary
-from helpers.params import ParamsError, StudyKind
+from helpers.params import StudyKind, check_choice
 
 __all__ = ["KINDS", "DEFAULT_KIND", "kind", "kind_defaults", "validate_kinds"]
 
@@ -34,11 +32,7 @@ def kind(name: Any) -> StudyKind:
     Raises:
         ParamsError: naming the value, the closest kind and every kind.
     """
-    if isinstance(name, str) and name in KINDS:
-        return KINDS[name]
-    close = difflib.get_close_matches(str(name), KINDS, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ParamsError(f"unknown study_kind {name!r}{hint}; expected one of {', '.join(KINDS)}")
+    return KINDS[check_choice("study_kind", name, tuple(KINDS))]
 
 
 def kind_defaults() -> dict[str, Any]:

@@ -1,20 +1,14 @@
 """Run the study's notebooks with Papermill and gather them into one HTML report.
 
-``python -m helpers study PARAMS.yaml`` ends here (:func:`run_notebooks`): the notebooks of the study's
-kind in ``notebooks/`` (01-04 and 07 for the primary study; 05 for a ``study_kind: criteria`` file, 06 for
-``study_kind: granularity``; each kind names its own, :mod:`helpers.studies`) are executed in order with the study file's parameters injected (Papermill's
-``parameters`` cell convention), the executed copies are saved under ``<study>/notebooks/``, and
-``<study>/report.html`` gathers them in one page with a table of contents (nbconvert's HTML exporter).
-A notebook that fails stops the study with :class:`NotebookExecutionError`, which names the notebook,
-the cell and the error; the executed notebook keeps the traceback, and every finished run stays on disk
-(the runner writes each run atomically), so rerunning the command resumes.
+``python -m helpers study PARAMS.yaml`` ends in :func:`run_notebooks`: the notebooks of the study's kind
+(:mod:`helpers.studies`) run in order with the study file's parameters injected (Papermill's ``parameters``
+cell), the executed copies go to ``<study>/notebooks/`` and ``<study>/report.html`` gathers them with a
+table of contents. A failing notebook raises :class:`NotebookExecutionError`; finished runs stay on disk,
+so rerunning the command resumes.
 
-The notebooks themselves call :func:`notebook_params` and :func:`ensure_results`: the first gathers the
-parameters cell's variables (plus any Papermill injected), the second validates them, produces missing
-runs through :func:`helpers.runner.run_study` (every kind of study; finished runs are skipped) and loads
-the results tables.
-Notebooks run with the ``notebooks/`` folder as working directory, so a relative ``out`` is read against
-the repository root (:func:`repo_root`), the same folder the command line uses.
+The notebooks call :func:`notebook_params` (the parameters among their variables) and
+:func:`ensure_results` (validate, produce missing runs, load the tables). They run from ``notebooks/``,
+so a relative ``out`` is read against the repository root (:func:`repo_root`), as on the command line.
 """
 
 from __future__ import annotations
@@ -55,17 +49,11 @@ STUDY_NOTEBOOKS: dict[str, tuple[str, ...]] = {name: k.notebooks for name, k in 
 #: The paper notebooks, in the order the study runs them.
 NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[studies.DEFAULT_KIND]
 
-_KERNEL = "python3"
-
 
 class NotebookExecutionError(RuntimeError):
-    """A notebook of the study raised; the message names the notebook, the cell and the error.
-
-    Attributes:
-        notebook: the notebook's file name.
-        output_path: the executed notebook, saved with the error.
-        cell_index: index of the failing cell in the executed notebook (None if no cell ran).
-    """
+    """A notebook of the study raised; the message names the notebook, the cell and the error. Attributes:
+    ``notebook`` (file name), ``output_path`` (the executed notebook, saved with the error) and
+    ``cell_index`` (of the failing cell in it; None if no cell ran)."""
 
     def __init__(self, message: str, *, notebook: str, output_path: Path, cell_index: int | None = None):
         super().__init__(message)
@@ -75,12 +63,8 @@ class NotebookExecutionError(RuntimeError):
 
 
 def repo_root() -> Path:
-    """The repository root: the nearest folder above this package (or the working directory) holding both
-    ``pyproject.toml`` and ``notebooks/``.
-
-    Raises:
-        FileNotFoundError: when neither the package nor the working directory lies in a checkout.
-    """
+    """The nearest folder above this package (or the working directory) holding both ``pyproject.toml``
+    and ``notebooks/``; FileNotFoundError when neither lies in a checkout."""
     starts = [Path(__file__).resolve().parent, Path.cwd().resolve()]
     for start in starts:
         for folder in (start, *start.parents):
@@ -97,21 +81,11 @@ def notebooks_dir() -> Path:
     return repo_root() / "notebooks"
 
 
-def _param_keys() -> tuple[str, ...]:
-    return tuple(config.KEYS)
-
-
 def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The study parameters among a notebook's variables: every accepted params key (``helpers.config.KEYS``)
-    defined in ``namespace``, usually ``globals()`` after the parameters cell and Papermill's injected cell.
-
-    Args:
-        namespace: the notebook's global variables.
-
-    Returns:
-        A deep copy of those variables, keyed by parameter name, ready for :func:`ensure_results`.
-    """
-    keys = _param_keys()
+    """A deep copy of the study parameters (keys of ``helpers.config.KEYS``) among a notebook's variables
+    ``namespace`` (``globals()`` after the parameters cell and Papermill's), ready for :func:`ensure_results`.
+    A variable whose name is close to a key is ignored with a warning."""
+    keys = tuple(config.KEYS)
     for name, value in namespace.items():
         # A misspelt papermill parameter (-p epoch 3) would otherwise be silently ignored.
         if name in keys or name.startswith("_") or not isinstance(value, (str, int, float, bool, list, dict)):
@@ -139,15 +113,9 @@ def resolve_out(params: Mapping[str, Any], root: Path | None = None) -> dict[str
 
 
 def ensure_results(params: Mapping[str, Any], *, progress: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Validate ``params``, produce any missing run of the study, and load its results tables.
-
-    Finished runs are skipped (:func:`helpers.runner.run_study` is idempotent), so every notebook can call
-    this first and run on its own; in a study only the first notebook pays for training.
-
-    Args:
-        params: the study parameters (keys of ``helpers.config.KEYS``); a relative ``out`` is read against
-            the repository root.
-        progress: show the runner's progress bar.
+    """Validate ``params`` (a relative ``out`` is read against the repository root), produce any missing run
+    (:func:`helpers.runner.run_study` skips finished ones, so every notebook can call this and run on its
+    own) and load the results tables; ``progress`` shows the runner's progress bar.
 
     Returns:
         ``(study_dir, tables)`` with ``tables`` the ``runs``, ``epochs`` and ``inference`` DataFrames
@@ -198,12 +166,10 @@ def run_notebooks(
     """Execute the study's notebooks in order with ``params`` and write ``<study_dir>/report.html``.
 
     Args:
-        params: the study's parameters (a dict, or ``helpers.config.StudyParams``); every key is injected
-            into each notebook. ``out`` is set so that the notebooks find ``study_dir``.
+        params: the study's parameters (a dict or ``StudyParams``), each injected into every notebook, with
+            ``out`` set so that the notebooks find ``study_dir``.
         study_dir: the study folder (``<out>/<name>``); executed notebooks go to ``<study_dir>/notebooks/``.
-        notebooks: notebook names in ``notebooks/`` or paths; default the notebooks of the study's kind
-            (:data:`STUDY_NOTEBOOKS` of ``params["study_kind"]``: 01-04 for the primary study, 05 for
-            ``criteria``, 06 for ``granularity``).
+        notebooks: names in ``notebooks/`` or paths; default the study kind's (:data:`STUDY_NOTEBOOKS`).
         progress: show a progress bar over notebooks and cells.
         exclude_input: leave the code cells' source out of the report (outputs and markdown stay).
         timeout: seconds a single cell may run; None for no limit.
@@ -213,7 +179,7 @@ def run_notebooks(
 
     Raises:
         NotebookExecutionError: a notebook raised (the report is still written with what ran, the executed
-            notebook keeps the error, and no finished run is lost); rerun the command to resume.
+            notebook keeps the error, no finished run is lost); rerun the command to resume.
         FileNotFoundError: a notebook that does not exist.
     """
     import papermill  # heavy (nbclient, jupyter): only when notebooks run
@@ -233,9 +199,8 @@ def run_notebooks(
     executed_dir.mkdir(parents=True, exist_ok=True)
     executed: list[Path] = []
     status: dict[str, str] = {}
-    # Every study key goes to every notebook, and study.notebook_params(globals()) reads the ones its
-    # parameters cell does not declare: papermill's "Passed unknown parameter" warning (about 20 per
-    # notebook) is expected here, so it is dropped; papermill's other messages pass.
+    # Every key goes to every notebook (notebook_params reads the undeclared ones): papermill's "Passed
+    # unknown parameter" warnings (about 20 per notebook) are expected, so they are dropped.
     logging.getLogger("papermill").addFilter(_drop_unknown_parameter_warning)  # addFilter skips a filter already added
     bar = tqdm(sources, desc="notebooks", unit="notebook", disable=not progress)
     for source in bar:
@@ -244,23 +209,21 @@ def run_notebooks(
         executed.append(output)
         try:
             papermill.execute_notebook(
-                str(source), str(output), parameters=values, kernel_name=_KERNEL, cwd=str(source.parent),
+                str(source), str(output), parameters=values, kernel_name="python3", cwd=str(source.parent),
                 progress_bar={"leave": False} if progress else False, execution_timeout=timeout,
             )
-        except PapermillExecutionError as err:
+        except Exception as err:  # also a kernel that could not start, died, timed out: still name the notebook
             status[source.name] = "failed"
             _report_partial(executed, sources, status, study_dir, exclude_input)
-            message = (
-                f"notebook {source.name} failed in cell {err.cell_index} (execution count {err.exec_count}: "
-                f"{_first_line(err.source)!r}) with {err.ename}: {err.evalue}. The executed notebook with the "
-                f"traceback is {output}; finished runs are kept under {study_dir / 'runs'}, so rerunning the "
-                "same command resumes."
-            )
-            raise NotebookExecutionError(message, notebook=source.name, output_path=output,
-                                         cell_index=err.cell_index) from None
-        except Exception as err:  # kernel could not start, died, timed out: still name the notebook
-            status[source.name] = "failed"
-            _report_partial(executed, sources, status, study_dir, exclude_input)
+            if isinstance(err, PapermillExecutionError):
+                message = (
+                    f"notebook {source.name} failed in cell {err.cell_index} (execution count {err.exec_count}: "
+                    f"{_first_line(err.source)!r}) with {err.ename}: {err.evalue}. The executed notebook with the "
+                    f"traceback is {output}; finished runs are kept under {study_dir / 'runs'}, so rerunning the "
+                    "same command resumes."
+                )
+                raise NotebookExecutionError(message, notebook=source.name, output_path=output,
+                                             cell_index=err.cell_index) from None
             raise NotebookExecutionError(
                 f"notebook {source.name} could not be executed: {type(err).__name__}: {err}. "
                 f"Partial output (if any) is in {output}.",
@@ -306,20 +269,15 @@ def build_report(
     status: Mapping[str, str] | None = None,
     exclude_input: bool = False,
 ) -> Path:
-    """Gather executed notebooks into one self-contained HTML page with a table of contents.
-
-    The notebooks' cells are concatenated, each notebook under its own anchored heading, and exported once
-    with nbconvert's ``HTMLExporter`` (figures stay embedded as images).
+    """Gather executed notebooks into one self-contained HTML page (nbconvert's ``HTMLExporter``, figures
+    embedded) with a table of contents, each notebook under its own anchored heading.
 
     Args:
         notebooks: executed notebooks, in order.
-        report_path: the HTML file to write.
+        report_path: the HTML file to write (and return).
         title: the page's heading.
         status: notebook file name -> ``ok`` / ``failed`` / ``not run``, shown in the table of contents.
         exclude_input: leave code cells' source out (outputs and markdown stay).
-
-    Returns:
-        ``report_path``.
     """
     import nbformat  # heavy (nbconvert, jinja2): only when a report is built
     from nbconvert import HTMLExporter  # heavy, as nbformat

@@ -1,22 +1,19 @@
 """The training loop: plain ``train_one_epoch`` / ``evaluate`` functions and a resumable :func:`fit`.
 
-Shaped after torchvision's ``references/classification``: one function per phase, a checkpoint that
-is one dict ``{model, optimizer, method, epoch, history, rng}`` written after every epoch, and a
-resume that picks it up. The pruning method's hooks (:mod:`helpers.pruning`) are called where the
-contract puts them: ``after_step`` after every ``optimizer.step()``, ``on_epoch_end`` after every
-epoch's training and validation (so validation never sees units a swap just re-initialised; the swap's
-cost counts as training), ``on_train_end`` by the caller after :func:`fit`.
+Shaped after torchvision's ``references/classification``: one function per phase, and a checkpoint
+dict written after every epoch that a resume picks up. The pruning method's hooks (:mod:`helpers.pruning`)
+run where the contract puts them: ``after_step`` after every ``optimizer.step()``, ``on_epoch_end`` after
+each epoch's training and validation (so validation never sees units a swap just re-initialised; the
+swap counts as training), ``on_train_end`` by the caller after :func:`fit`.
 
-Speed (the loop must stay close to a minimal PyTorch loop): the data are pre-padded, pre-normalised
-float tensors in memory, indexed by a seeded ``torch.randperm`` per epoch (a dataset too large for that
-is a :class:`helpers.transforms.StreamedImages`, indexed the same way, which prepares each batch from
-uint8 rows on demand, with the same values and batch order); loss and confusion counts
-accumulate as tensors (no per-step ``.item()`` synchronisation); evaluation runs at a larger batch under
-``torch.inference_mode``; Adam is the fused implementation where available.
+Speed (close to a minimal PyTorch loop): prepared float tensors (or a ``StreamedImages`` giving the same
+batches) indexed by a seeded ``torch.randperm`` per epoch; loss and confusion counts accumulate as tensors
+(no per-step ``.item()`` synchronisation); evaluation runs at a larger batch under ``torch.inference_mode``;
+Adam is fused where available.
 
-Reproducibility: the batch order (and augmentation) of epoch ``e`` comes from a generator seeded with
-``(seed, e)``, the global RNG state (dropout) is saved in the checkpoint, so an interrupted and resumed
-run retraces the uninterrupted one on the same machine.
+Reproducibility: epoch ``e``'s batch order (and augmentation) comes from a generator seeded with
+``(seed, e)`` and the global RNG state (dropout) is checkpointed, so a resumed run retraces the
+uninterrupted one on the same machine.
 """
 
 from __future__ import annotations
@@ -26,9 +23,11 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ with warnings.catch_warnings():  # tqdm.auto warns in a Jupyter kernel without i
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
 
-from helpers.measure import EnergyMeter, PeakMemory, classification_metrics
+from helpers.measure import EnergyMeter, PeakMemory, classification_metrics, sum_energy
 from helpers.files import DamagedFileError, atomic_write, load_torch
 
 __all__ = [
@@ -61,12 +60,9 @@ __all__ = [
 
 @dataclass
 class Data:
-    """A dataset ready for training: float images (pre-padded, normalised) and int64 labels per split.
-
-    Each ``*_x`` is a float tensor ``N x C x H x W``, or, for data too large to hold as floats, a
-    :class:`helpers.transforms.StreamedImages` that returns the same tensor for the same index
-    (it has ``shape``, ``device``, ``to`` and indexing; labels are always tensors).
-    """
+    """A dataset ready for training, per split: int64 labels and float images (pre-padded, normalised),
+    a tensor ``N x C x H x W`` or, for data too large to hold as floats, a
+    :class:`helpers.transforms.StreamedImages` that returns the same tensor for the same index."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -127,20 +123,14 @@ def train_one_epoch(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, float]:
-    """Train one epoch over ``images`` in a random order; masks re-applied after every step.
-
-    A final batch of a single image is skipped (BatchNorm cannot train on it).
+    """Train one epoch (``model`` in train mode) over ``images`` in a random order; masks re-applied after
+    every step. A final batch of a single image is skipped (BatchNorm cannot train on it).
 
     Args:
-        model: the model (put in train mode here).
-        optimizer: its optimizer.
-        method: the pruning method (:class:`helpers.pruning.PruningMethod`), whose ``after_step`` is
-            called after every optimizer step; ``None`` for none (plain fine-tuning).
-        images: float images ``[N, C, H, W]`` on the model's device, or a
-            :class:`helpers.transforms.StreamedImages` returning batches there.
-        labels: int64 labels ``[N]`` on the same device.
-        batch_size: images per step.
-        num_classes: classes of the task.
+        method: the pruning method (:class:`helpers.pruning.PruningMethod`), whose ``after_step`` runs
+            after every optimizer step; ``None`` for plain fine-tuning.
+        images: float images ``[N, C, H, W]`` on the model's device, or a ``StreamedImages`` returning
+            batches there; ``labels`` int64 ``[N]`` on the same device.
         generator: CPU generator of the batch order (and of ``augment``).
         augment: optional ``f(batch, generator) -> batch``.
         penalty: optional ``f(model) -> scalar`` added to the loss that is minimised (e.g. network
@@ -218,16 +208,10 @@ def evaluate(
 _clock = time.monotonic  # the checkpoint interval's clock (a test replaces it)
 
 
-# -------------------------------------------------------------------------------------------- checkpoints
-
-
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then :func:`os.replace` (atomic).
-
-    Raises:
-        helpers.files.WriteFailedError: it cannot be written (disk full, ...); the previous checkpoint
-            is unchanged and the message names the path.
-    """
+    """``torch.save`` atomically (:func:`helpers.files.atomic_write`); raises
+    :class:`helpers.files.WriteFailedError` (naming the path) when it cannot be written (disk full, ...),
+    leaving the previous checkpoint unchanged."""
     atomic_write(Path(path), lambda fh: torch.save(dict(state), fh), mode="wb")
 
 
@@ -236,11 +220,8 @@ CHECKPOINT_KEYS: tuple[str, ...] = ("model", "method", "epoch", "history", "rng"
 
 
 def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU).
-
-    Args:
-        path: the file.
-        required: keys it must hold.
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU) that
+    holds the ``required`` keys.
 
     Raises:
         FileNotFoundError: there is no such file.
@@ -249,25 +230,24 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
     """
     state = load_torch(path, what="checkpoint")
     if not isinstance(state, dict):
-        reason = f"holds a {type(state).__name__}, not a checkpoint"
-        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason)
+        raise _incompatible(path, f"holds a {type(state).__name__}, not a checkpoint")
     missing = [k for k in required if k not in state]
     if missing:
-        reason = f"has no {', '.join(missing)} (written by another version?)"
-        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason)
+        raise _incompatible(path, f"has no {', '.join(missing)} (written by another version?)")
     return state
+
+
+def _incompatible(path: str | os.PathLike, reason: str) -> DamagedFileError:
+    return DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason)
 
 
 def resume_from_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, method: Any,
                            device: torch.device, compaction: Any = None) -> tuple[int, list[dict[str, Any]], bool, dict[str, Any] | None]:  # fmt: skip
-    """Restore a :func:`fit` checkpoint into ``model``, ``optimizer``, ``method`` and the RNGs.
+    """Restore a :func:`fit` checkpoint into ``model``, ``optimizer``, ``method`` and the RNGs; returns
+    ``(epochs done, history, diverged, best)`` (``best`` as in :class:`FitResult`).
 
-    A checkpoint holds the full-size model and optimizer state. With ``compaction``
-    (:class:`helpers.pruning.CompactedTraining`), one that holds the compacted network instead (a fixed
-    mask's, as written before 2026-12-03) is read through it.
-
-    Returns:
-        ``(epochs done, history, diverged, best)`` (``best`` as in :class:`FitResult`).
+    With ``compaction`` (:class:`helpers.pruning.CompactedTraining`), a checkpoint holding the compacted
+    network instead of the full-size one (a fixed mask's, as written before 2026-12-03) is read through it.
 
     Raises:
         helpers.files.DamagedFileError: the checkpoint cannot be read or does not fit this run (another
@@ -292,11 +272,8 @@ def resume_from_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer:
         epoch = int(state["epoch"])
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         reason = f"does not fit this run's model, optimizer or method ({type(exc).__name__})"
-        raise DamagedFileError(f"checkpoint {path} is incompatible: {reason}", path, reason) from None
+        raise _incompatible(path, reason) from None
     return epoch, history, bool(state.get("diverged", False)), state.get("best")
-
-
-# -------------------------------------------------------------------------------------------- fit
 
 
 @dataclass
@@ -308,10 +285,9 @@ class FitResult:
             ``time_s``, ``energy_j``, ``energy_source``, ``peak_memory_mb``, swap statistics).
         diverged: whether the training loss became NaN or infinite (training stopped there).
         epochs_completed: epochs whose training finished with a finite loss.
-        best: with ``score_best``, the epoch (1-based) of the best validation accuracy, that accuracy
-            (``val_accuracy``) and what ``score_best`` returned for the network of that epoch
-            (scored then, so no second model is kept; not called when the best epoch is the last,
-            whose network is the final model); ``None`` without ``score_best``.
+        best: with ``score_best``, the ``epoch`` (1-based) of the best validation accuracy, that
+            ``val_accuracy`` and what ``score_best`` returned for that epoch's network (not called
+            when it is the last, whose network is the final model); ``None`` without ``score_best``.
     """
 
     history: list[dict[str, Any]]
@@ -320,9 +296,15 @@ class FitResult:
     best: dict[str, Any] | None = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@contextmanager
+def _window(device: torch.device, meter: EnergyMeter) -> Iterator[SimpleNamespace]:
+    """One measured phase: its ``start``, then ``seconds`` (once the device is done), ``energy``, ``memory``."""
+    with PeakMemory(device) as memory, meter.measure() as energy:
+        window = SimpleNamespace(start=time.perf_counter(), energy=energy, memory=memory)
+        yield window
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        window.seconds = time.perf_counter() - window.start
 
 
 def fit(
@@ -346,53 +328,42 @@ def fit(
     score_best: Callable[[nn.Module], Mapping[str, Any]] | None = None,
     macs: Callable[[nn.Module], int] | None = None,
 ) -> FitResult:
-    """Train for ``epochs`` epochs with a validation phase after each; resumable.
+    """Train for ``epochs`` epochs, validating after each; resumable.
 
-    After every epoch the checkpoint ``{model, optimizer, method, epoch, history, rng, diverged}``
-    is written atomically to ``checkpoint_path`` (after the last epoch without the optimizer
-    state, which is no longer needed, or not at all with ``checkpoint_last=False`` when the caller
-    saves the final state itself). If the file exists when ``fit`` starts, the run resumes after
-    its last finished epoch (:func:`resume_from_checkpoint`; a checkpoint that cannot be read or does not
-    fit raises :class:`helpers.files.DamagedFileError`). A non-finite training loss stops training and
-    marks the result diverged.
+    Per epoch: train, validate the network as trained, then let ``method`` swap (``on_epoch_end``; its
+    time, energy and peak memory count as that epoch's training); then the checkpoint (:data:`CHECKPOINT_KEYS`,
+    ``optimizer``, ``best``, ``cuda_rng``, ``diverged``) is written atomically to ``checkpoint_path``,
+    without the optimizer state after the last epoch. If the file exists when ``fit`` starts, the run
+    resumes after its last finished epoch (:func:`resume_from_checkpoint`; a checkpoint that cannot be
+    read or does not fit raises :class:`helpers.files.DamagedFileError`). A non-finite training loss
+    stops training and marks the result diverged.
 
     Args:
         model: the model, on ``data``'s device, with ``method.on_init`` already applied.
-        optimizer: its optimizer.
-        method: the pruning method.
         data: the splits (train and val are used).
         epochs: total epochs (including those already done in a checkpoint).
-        batch_size: training batch size.
-        eval_batch_size: validation batch size.
         seed: seeds each epoch's generator (:func:`epoch_generator`).
         meter: energy meter for the phases.
         checkpoint_path: where the checkpoint lives; None disables checkpointing.
-        checkpoint_last: also checkpoint after the last (or a diverged) epoch.
-        checkpoint_every_s: write the checkpoint after an epoch only once this many seconds have passed
-            since the last one written (or since ``fit`` began); 0 writes one after every epoch. A killed
-            run then loses at most this long plus one epoch; a VGG16 checkpoint with Adam's state is
-            about 1.6 GB, so short runs (the quick profile) need not write any.
+        checkpoint_last: also checkpoint after the last (or a diverged) epoch; False when the caller
+            saves the final state itself.
+        checkpoint_every_s: checkpoint only once this many seconds have passed since the last one (or
+            since ``fit`` began); 0: every epoch. A killed run loses at most this long plus one epoch; a
+            VGG16 checkpoint with Adam's state is about 1.6 GB, so short runs need not write any.
         augment: optional batch augmentation ``f(batch, generator)``.
-        progress: show a tqdm bar (only on a terminal).
-        description: the bar's label.
+        progress: show a tqdm bar (only on a terminal), labelled ``description``.
         compaction: optional :class:`helpers.pruning.CompactedTraining`: every epoch trains the method's
             compacted network (built once for a fixed mask, after every swap for an evolving one), while
             ``model`` and ``optimizer`` stay the full-size record (swaps, checkpoints, the final model).
-            Building and writing back count as training time, reported per epoch as ``setup_time_s``.
-        score_best: optional ``f(network) -> metrics``, called (outside the timed phases) whenever
-            an epoch's validation accuracy beats every earlier epoch's; its result is ``FitResult.best``.
-            The paper's Table 1 reports the best accuracy; scoring the test split then avoids a
-            second full-size checkpoint per run.
+            Building and writing back count as training time (per epoch ``setup_time_s``).
+        score_best: optional ``f(network) -> metrics``, called outside the timed phases whenever an
+            epoch's validation accuracy beats every earlier one's; gives ``FitResult.best`` (the paper's
+            Table 1 reports the best accuracy; scoring then saves a second full-size checkpoint per run).
         macs: optional ``f(network) -> MACs of one image's forward pass``: each train row then gets
-            ``train_flops``, 3 x those MACs (forward, and a backward of twice the forward's work, the
-            convention of RigL, Evci et al. 2020) x the images trained on that epoch, counted on the
-            network that trained that epoch (the compacted one, rebuilt after each swap, with
-            ``compaction``), outside the timed windows.
-
-    Per epoch: train, then validate the network as trained, then let ``method`` swap
-    (``on_epoch_end``); the swap's time, energy and peak memory count as that epoch's training.
+            ``train_flops`` = 3 x those MACs (a backward is twice a forward's work, as RigL, Evci et al.
+            2020, counts) x the images trained that epoch, on the network that trained it, counted
+            outside the timed windows.
     """
-
     device = data.train_x.device
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -410,12 +381,11 @@ def fit(
     try:
         while epoch < epochs and not diverged:
             generator = epoch_generator(seed, epoch)
-            with PeakMemory(device) as memory, meter.measure() as energy:
-                start = time.perf_counter()
+            with _window(device, meter) as phase:
                 setup = 0.0
                 if compaction is not None and net is model:
                     net, net_optimizer, hooks = compaction.build(model, optimizer)
-                    setup += time.perf_counter() - start
+                    setup += time.perf_counter() - phase.start
                 train = train_one_epoch(
                     net, net_optimizer, hooks, data.train_x, data.train_y, batch_size=batch_size,
                     num_classes=data.num_classes, generator=generator, augment=augment,
@@ -425,36 +395,27 @@ def fit(
                     mark = time.perf_counter()
                     compaction.write_back(model, optimizer, net, net_optimizer, hooks)
                     setup += time.perf_counter() - mark
-                _sync(device)
-                train_time = time.perf_counter() - start
-            train_row = _row(epoch, "train", train, train_time, energy, memory, {})
+            train_row = _row(epoch, "train", train, phase)
             trained_net = net  # the swap below may rebuild net for the next epoch
             rows = [train_row]
             if not diverged:
                 # Validation scores the network as trained this epoch, before any swap re-initialises units.
-                with PeakMemory(device) as memory, meter.measure() as energy:
-                    start = time.perf_counter()
+                with _window(device, meter) as phase:
                     val, _ = evaluate(
                         net, data.val_x, data.val_y, batch_size=eval_batch_size, num_classes=data.num_classes
                     )
-                    _sync(device)
-                    val_time = time.perf_counter() - start
-                rows.append(_row(epoch, "val", val, val_time, energy, memory, {}))
+                rows.append(_row(epoch, "val", val, phase))
                 if score_best is not None and (best is None or val["accuracy"] > best["val_accuracy"]):
                     best = {"epoch": epoch + 1, "val_accuracy": float(val["accuracy"])}
                     if epoch + 1 < epochs:  # the last epoch's network is the final model, which the caller scores
                         best.update(score_best(net))
-                # The swap (and the rebuild of the compacted network) is training work: its time, energy
-                # and memory are added to the epoch's training row.
-                with PeakMemory(device) as memory, meter.measure() as energy:
-                    start = time.perf_counter()
+                # The swap (and the compacted network's rebuild) is training work, added to the train row.
+                with _window(device, meter) as phase:
                     swaps = dict(method.on_epoch_end(model, optimizer, epoch, epochs))
                     if compaction is not None and (swaps.get("filters_swapped") or swaps.get("weights_swapped")):
                         net, net_optimizer, hooks = compaction.build(model, optimizer)  # the new mask's network
-                        setup += time.perf_counter() - start
-                    _sync(device)
-                    swap_time = time.perf_counter() - start
-                _add_window(train_row, swap_time, energy, memory)
+                        setup += time.perf_counter() - phase.start
+                _add_window(train_row, phase)
                 train_row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in swaps.items()})
             if compaction is not None:
                 train_row["setup_time_s"] = float(setup)
@@ -493,20 +454,17 @@ def fit(
     return FitResult(history=history, diverged=diverged, epochs_completed=completed, best=best)
 
 
-def _add_window(row: dict[str, Any], seconds: float, energy: Any, memory: PeakMemory) -> None:
+def _add_window(row: dict[str, Any], window: SimpleNamespace) -> None:
     """Add a second measured window (the swap) to a phase's row: time and energy add, peaks take the max."""
-    row["time_s"] = float(row["time_s"]) + float(seconds)
-    if row["energy_source"] == str(energy.source) and math.isfinite(row["energy_j"]):
-        row["energy_j"] = float(row["energy_j"]) + float(energy.energy_j)
-    else:  # two windows measured differently (or one not at all) do not make one measurement
-        row["energy_j"], row["energy_source"] = math.nan, "unavailable"
-    peak = float(memory.peak_mb)
+    row["time_s"] = float(row["time_s"]) + float(window.seconds)
+    swap = {"energy_j": window.energy.energy_j, "energy_source": str(window.energy.source)}
+    row["energy_j"], row["energy_source"] = sum_energy([row, swap])  # NaN unless both measured by one meter
+    peak = float(window.memory.peak_mb)
     if math.isfinite(peak):
         row["peak_memory_mb"] = max(float(row["peak_memory_mb"]), peak) if math.isfinite(row["peak_memory_mb"]) else peak
 
 
-def _row(epoch: int, phase: str, metrics: Mapping[str, float], seconds: float, energy: Any, memory: PeakMemory,
-         extra: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _row(epoch: int, phase: str, metrics: Mapping[str, float], window: SimpleNamespace) -> dict[str, Any]:
     return {
         "epoch": epoch + 1,
         "phase": phase,
@@ -515,9 +473,8 @@ def _row(epoch: int, phase: str, metrics: Mapping[str, float], seconds: float, e
         "precision": float(metrics["precision"]),
         "recall": float(metrics["recall"]),
         "f1": float(metrics["f1"]),
-        "time_s": float(seconds),
-        "energy_j": float(energy.energy_j),
-        "energy_source": str(energy.source),
-        "peak_memory_mb": float(memory.peak_mb),
-        **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in extra.items()},
+        "time_s": float(window.seconds),
+        "energy_j": float(window.energy.energy_j),
+        "energy_source": str(window.energy.source),
+        "peak_memory_mb": float(window.memory.peak_mb),
     }

@@ -1,28 +1,13 @@
 """Tensor transforms for the study's images: statistics, normalisation, padding / resizing, augmentation.
 
-Every function works on whole batches of tensors (``N x C x H x W``), never on per-item PIL images,
-so preparing a dataset is one vectorised pass and augmentation costs one call per batch.
-
-The pipeline the study uses (see ``helpers.data`` for the images themselves):
-
-1. :func:`channel_stats` on the *training* split's uint8 images gives the per-channel mean / std
-   (in ``[0, 1]`` units, as torchvision's ``Normalize`` expects).
-2. :func:`prepare_images` converts each split once to float32: scale to ``[0, 1]``, optionally
-   resize, normalise, then zero-pad (centred) up to the model's minimum input. Padding happens after
-   normalisation, so the border is 0 in normalised space, i.e. the training mean: the models see a
-   neutral frame rather than a black one. VGG16 and the ResNets need at least 32 px
-   (``helpers.models.min_input_size``); BloodMNIST is 28 px and scikit-learn's digits 8 px.
-3. :func:`augment_batch` applies random horizontal flips and small rotations to a float batch during
-   training, drawn from an explicit ``torch.Generator`` so that a run is reproducible.
-
-A dataset too large for step 2 (the full MVTec set: 100,000 images at 224 px, 60 GB as float32) is
-wrapped in :class:`StreamedImages` instead: it applies the same conversion to one batch at a time,
-reading the uint8 rows (in memory, or from the decoded file on disk, ``helpers.data.DiskImages``) when a batch is
-asked for and moving them to the device as uint8 (a quarter of the float bytes). Indexed like the
-prepared tensor, it returns the same values, so the training loop takes either.
-
-Rotation uses ``torch.nn.functional.affine_grid`` / ``grid_sample`` (bilinear, zero fill, i.e. the mean
-after normalisation), the batched equivalent of torchvision's ``RandomRotation``.
+Every function works on whole batches (``N x C x H x W``), never on per-item PIL images, so preparing a
+dataset is one vectorised pass and augmentation one call per batch. The study's pipeline:
+:func:`channel_stats` of the *training* split (in ``[0, 1]`` units, as torchvision's ``Normalize``
+expects), :func:`prepare_images` once per split, and :func:`augment_batch` on training batches, drawn
+from an explicit ``torch.Generator`` so that a run is reproducible. A dataset too large to prepare whole
+(the full MVTec set: 100,000 images at 224 px, 60 GB as float32) is wrapped in :class:`StreamedImages`,
+which applies the same conversion one batch at a time, moving uint8 rows (a quarter of the float bytes)
+to the device.
 """
 
 from __future__ import annotations
@@ -55,16 +40,9 @@ def _check_uint8_images(images: torch.Tensor, what: str = "images") -> None:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of uint8 images, in ``[0, 1]`` units.
-
-    Computed in float64, chunk by chunk, so large datasets need no float copy of the whole set.
-
-    Args:
-        images: uint8 tensor ``N x C x H x W`` (normally the training split only).
-
-    Returns:
-        ``(mean, std)``, float32 tensors of shape ``[C]``. A constant channel gets std 1 instead of 0,
-        so normalising by it is a no-op rather than a division by zero.
+    """Per-channel ``(mean, std)`` of uint8 images ``N x C x H x W`` (normally the training split) in
+    ``[0, 1]`` units, as float32 tensors ``[C]``; computed in float64 chunk by chunk (no float copy of the
+    whole set). A constant channel gets std 1, so normalising by it is a no-op, not a division by zero.
     """
     _check_uint8_images(images)
     n, c = images.shape[:2]
@@ -101,11 +79,8 @@ def normalize(
 
 
 def pad_to_min_size(x: torch.Tensor, min_size: int, value: float = 0.0) -> torch.Tensor:
-    """Pad height and width of ``x`` (``N x C x H x W``) with ``value``, centred, up to ``min_size``.
-
-    A dimension already at least ``min_size`` is left alone; an odd difference puts the extra pixel
-    at the bottom / right.
-    """
+    """Pad height and width of ``x`` (``N x C x H x W``) with ``value``, centred, up to ``min_size``; a
+    dimension already that large is left alone, and an odd difference puts the extra pixel bottom / right."""
     h, w = x.shape[-2:]
     pad_h, pad_w = max(0, min_size - h), max(0, min_size - w)
     if pad_h == 0 and pad_w == 0:
@@ -130,21 +105,13 @@ def prepare_images(
     std: Sequence[float] | torch.Tensor,
     size: int | None = None,
 ) -> torch.Tensor:
-    """Convert uint8 images once into the float32 batch a model consumes.
+    """Convert uint8 images ``N x C x H x W`` once into the float32 batch a model consumes.
 
-    Steps: scale to ``[0, 1]``; resize to ``size x size`` if ``size`` is given; normalise with
-    ``mean`` / ``std``; zero-pad (centred) up to ``min_size`` where still smaller. Zero in normalised
-    space is the mean colour, so the padding adds no artificial edge.
-
-    Args:
-        images: uint8 tensor ``N x C x H x W``.
-        min_size: the model's smallest input (``helpers.models.min_input_size``).
-        mean: per-channel mean in ``[0, 1]`` units (from :func:`channel_stats` on the training split).
-        std: per-channel standard deviation in ``[0, 1]`` units.
-        size: optional square target size; must be at least ``min_size``.
-
-    Returns:
-        float32 tensor ``N x C x H' x W'`` with ``H', W' >= min_size``.
+    Steps: scale to ``[0, 1]``; resize to ``size x size`` if ``size`` is given (at least ``min_size``);
+    normalise with the per-channel ``mean`` / ``std`` in ``[0, 1]`` units (:func:`channel_stats` of the
+    training split); zero-pad (centred) up to ``min_size``, the model's smallest input
+    (``helpers.models.min_input_size``), giving ``N x C x H' x W'`` with ``H', W' >= min_size``. Zero in
+    normalised space is the training mean, so the model sees a neutral frame rather than a black one.
     """
     _check_uint8_images(images)
     if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
@@ -161,8 +128,7 @@ def prepare_images(
     for start in range(0, images.shape[0], _CHUNK):
         chunks.append(_prepare_batch(images[start : start + _CHUNK], min_size=min_size, mean=mean, std=std, size=size))
     if not chunks:  # N == 0: keep the output shape consistent
-        h, w = images.shape[-2:] if size is None else (size, size)
-        return torch.empty(0, images.shape[1], max(h, min_size), max(w, min_size), dtype=torch.float32)
+        return torch.empty(prepared_shape(images.shape, min_size, size), dtype=torch.float32)
     return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
 
@@ -194,17 +160,13 @@ class StreamedImages:
     """A split's images prepared one batch at a time; indexed like the tensor :func:`prepare_images` makes.
 
     ``streamed[index]`` (an int, a slice, or an index tensor / array) reads those uint8 rows from
-    ``images`` (a tensor in memory or a ``helpers.data.DiskImages`` view of the decoded file),
-    moves them to ``device`` as uint8 and converts them there exactly as :func:`prepare_images` does
-    (scale, optional resize, normalise, pad); on the same device the values are identical. Nothing
-    but the batch asked for is held, so memory does not grow with the number of images.
+    ``images`` (a tensor or a ``helpers.data.DiskImages`` view of the decoded file), moves them to
+    ``device`` as uint8 and converts them there exactly as :func:`prepare_images` does (on the same
+    device the values are identical). Only the batch asked for is held.
 
     Args:
         images: uint8 images ``N x C x H x W`` (tensor) or an object indexed like one.
-        min_size: the model's smallest input.
-        mean: per-channel mean in ``[0, 1]`` units (of the training split).
-        std: per-channel standard deviation in ``[0, 1]`` units.
-        size: optional square target size.
+        min_size, mean, std, size: as for :func:`prepare_images`.
         device: where batches are returned.
     """
 
@@ -261,21 +223,14 @@ def augment_batch(
     hflip: bool = True,
     rotation_degrees: float = 0.0,
 ) -> torch.Tensor:
-    """Randomly flip and rotate each image of a float batch; reproducible for a given generator.
+    """Randomly flip and rotate each image of a float batch ``x`` ``N x C x H x W`` (normally from
+    :func:`prepare_images`) into a new tensor of the same shape, dtype and device.
 
-    Each image is flipped horizontally with probability 0.5 (if ``hflip``) and rotated by an angle
-    drawn uniformly from ``[-rotation_degrees, rotation_degrees]`` about its centre (bilinear,
-    zero fill). The random numbers come from ``generator`` (drawn on its device, then moved), so
-    the same generator state gives the same batch on any device. The input is not modified.
-
-    Args:
-        x: float tensor ``N x C x H x W`` (normally already normalised by :func:`prepare_images`).
-        generator: the source of randomness; its state advances.
-        hflip: whether to flip.
-        rotation_degrees: the largest rotation magnitude in degrees (0 disables rotation).
-
-    Returns:
-        A new tensor of the same shape, dtype and device.
+    Each image is flipped horizontally with probability 0.5 (if ``hflip``) and rotated by an angle drawn
+    uniformly from ``[-rotation_degrees, rotation_degrees]`` (0: no rotation) about its centre (bilinear,
+    zero fill: torchvision's ``RandomRotation``, batched). The random numbers come from ``generator``
+    (drawn on its device, then moved; its state advances), so the same generator state gives the same
+    batch on any device.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__

@@ -1,7 +1,7 @@
-"""Reader of MedMNIST v2 BloodMNIST: the official ``.npz`` at 28, 64, 128 or 224 px with its official
-splits, looked for locally, else downloaded (or, at 28 px, taken from a wheel that ships the same file),
-and MD5-verified before use.
-"""
+"""Reader of MedMNIST v2 BloodMNIST: the official ``.npz`` and splits at 28, 64, 128 or 224 px, found
+locally, else downloaded from the URL in ``medmnist.info.INFO`` or, when that host is unreachable (28 px
+only), taken from a wheel on the package index that ships the identical file; MD5-verified against
+medmnist's metadata before use."""
 
 from __future__ import annotations
 
@@ -58,23 +58,17 @@ BLOODMNIST_WHEEL = {
 }
 
 
-# --------------------------------------------------------------------------------------------- bloodmnist
-
-
 def _bloodmnist_meta(size: int) -> tuple[str, str, str]:
     """(file name, url, md5) for one size, from medmnist's metadata where available."""
-    fname = "bloodmnist.npz" if size == 28 else f"bloodmnist_{size}.npz"
     suffix = "" if size == 28 else f"_{size}"
-    url = ""
+    fname = f"bloodmnist{suffix}.npz"
     try:
         from medmnist.info import INFO  # lazy: medmnist pulls in its torch Dataset classes; only the URL is wanted
 
         url = INFO["bloodmnist"].get(f"url{suffix}", "")
     except Exception:  # medmnist missing or changed: fall back to the record medmnist 3 points at
-        pass
-    if not url:
-        url = f"https://zenodo.org/records/10519652/files/{fname}?download=1"
-    return fname, url, BLOODMNIST_MD5[size]
+        url = ""
+    return fname, url or f"https://zenodo.org/records/10519652/files/{fname}?download=1", BLOODMNIST_MD5[size]
 
 
 def _bloodmnist_search_dirs(root: str | Path | None) -> list[Path]:
@@ -84,12 +78,7 @@ def _bloodmnist_search_dirs(root: str | Path | None) -> list[Path]:
     if os.environ.get("MEDMNIST_ROOT"):
         dirs.append(Path(os.environ["MEDMNIST_ROOT"]).expanduser())
     dirs.append(Path.home() / ".medmnist")
-    seen, out = set(), []
-    for d in dirs:
-        if str(d) not in seen:
-            seen.add(str(d))
-            out.append(d)
-    return out
+    return list(dict.fromkeys(dirs))  # root may repeat $MEDMNIST_ROOT or the default
 
 
 def _bloodmnist_file(root: str | Path | None, size: int, download: bool) -> Path:

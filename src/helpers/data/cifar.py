@@ -20,9 +20,6 @@ from helpers.data.splits import (
 )
 
 
-# --------------------------------------------------------------------------------------------- cifar
-
-
 def _cifar_class(name: str):
     from torchvision import datasets  # lazy: torchvision.datasets is heavy and only the CIFAR reader needs it
 

@@ -1,7 +1,5 @@
-"""JPEG datasets decoded once: images resized to ``size x size`` in worker threads, written chunk by
-chunk into a ``.npy`` cache keyed by the image list, file sizes and the size, and split without
-holding the whole dataset in memory (shared by the VisA and MVTec readers).
-"""
+"""JPEG datasets decoded once (VisA, MVTec): images resized in worker threads, written chunk by chunk into
+a ``.npy`` cache keyed by the image list, file sizes and the size, and split without holding them all."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ import torch
 from PIL import Image
 
 from helpers.data import fetch
+from helpers.files import FILE_MODE
 from helpers.data.splits import (
     ChecksumError,
     DiskImages,
@@ -32,9 +31,6 @@ log = logging.getLogger(__name__)
 
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-# --------------------------------------------------------------------------------------------- image decoding
 
 
 def _decode_one(path: Path, size: int) -> np.ndarray:
@@ -58,12 +54,10 @@ def _decode_images(
 ) -> torch.Tensor | DiskImages:
     """Decode and resize RGB images to uint8 ``N x 3 x size x size``, cached on disk.
 
-    The cache key covers every path, its file size and modification time, and ``size``, so a changed
-    dataset or option never reads a stale cache. The cache is written chunk by chunk while decoding
-    (a ``.npy`` of ``N x size x size x 3``, renamed into place when complete), so decoding needs memory
-    for one chunk, not for the dataset. With ``on_disk`` the result is a :class:`DiskImages` view of
-    that file (without ``cache`` the file is a temporary one, removed once open and gone when the
-    process ends); otherwise a tensor in memory.
+    The cache (a ``.npy`` of ``N x size x size x 3``, written chunk by chunk and renamed into place when
+    complete) is keyed by every path, its size and modification time, and ``size``, so it is never stale.
+    With ``on_disk`` the result is a :class:`DiskImages` view of that file (without ``cache``, a temporary
+    file removed once open); otherwise a tensor in memory.
     """
     h = hashlib.sha256(f"{size}\n".encode())
     for p in paths:
@@ -104,7 +98,7 @@ def _decode_images(
             np.lib.format.write_array_header_1_0(f, header)
             _decode_into(paths, size, workers, key_prefix, lambda start, chunk: f.write(chunk.tobytes()))
         if cache:
-            os.chmod(tmp, 0o666 & ~fetch.umask())
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, cache_file)
             tmp = cache_file
         if on_disk:
@@ -158,11 +152,9 @@ def build_file_splits(
     key_prefix: str,
     on_disk: bool = False,
 ) -> dict[str, Split]:
-    """Apply per-split subsets, decode only the images used, and assemble the Splits.
-
-    When ``indices["val"] is indices["test"]`` (one held-out set serves as both), the returned
-    ``val`` and ``test`` are the same Split, shrunk by ``test_subset``. With ``on_disk`` the splits are
-    :class:`DiskImages` views of one decoded file.
+    """Apply per-split subsets, decode only the images used, and assemble the Splits (with ``on_disk``,
+    :class:`DiskImages` views of one decoded file). When ``indices["val"] is indices["test"]`` (one held-out
+    set serves as both), the returned ``val`` and ``test`` are the same Split, shrunk by ``test_subset``.
     """
     val_is_test = indices["val"] is indices["test"]
     if val_is_test:

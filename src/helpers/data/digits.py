@@ -7,9 +7,6 @@ import numpy as np
 from helpers.data.splits import Split, hwc_to_tensor, split_pool
 
 
-# --------------------------------------------------------------------------------------------- digits
-
-
 def load_digits(*, root, size, seed, download, options) -> dict[str, Split]:
     from sklearn.datasets import load_digits  # lazy: scikit-learn (with scipy) costs a second to import
 

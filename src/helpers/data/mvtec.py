@@ -19,16 +19,11 @@ from helpers.data.splits import DatasetNotFoundError, Split, subset_indices, str
 log = logging.getLogger(__name__)
 
 
-#: The ten objects of the paper's MVTec classification set (Schuerrle et al. 2023, objects of MVTec
-#: ITODD, Drost et al. 2017), as the paper names them; the class names themselves come from the COCO
-#: categories of the files.
+#: The ten objects of the paper's MVTec set, as the paper names them (the class names come from the files).
 MVTEC_CLS_OBJECTS: tuple[str, ...] = (
     "triangular adapter plate", "large bracket", "small clamp", "round engine-part cooler",
     "square engine-part cooler", "injection pump", "screw", "star", "tee connector", "thread",
 )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------- mvtec3d_cls
 
 
 def _is_coco(path: Path) -> bool:
@@ -73,10 +68,7 @@ _SPLIT_DIRS = ("train", "training", "val", "valid", "validation", "test", "testi
 
 def _folder_classes(base: Path) -> dict[str, list[Path]]:
     """Class name -> image files, from ``base/<class>/`` or ``base/<split>/<class>/`` (merged)."""
-    tops = [base]
-    split_dirs = [base / d for d in _SPLIT_DIRS if (base / d).is_dir()]
-    if split_dirs:
-        tops = split_dirs
+    tops = [base / d for d in _SPLIT_DIRS if (base / d).is_dir()] or [base]
     out: dict[str, list[Path]] = {}
     for top in tops:
         for d in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -160,8 +152,7 @@ def load_mvtec3d_cls(*, root, size, seed, download, options, on_disk=False) -> d
     if layout not in ("auto", "folders", "coco"):
         raise ValueError(f"unknown mvtec3d_cls layout {layout!r}; expected auto, folders or coco")
     base, found = _mvtec_root(root)
-    if layout == "auto":
-        layout = found
+    layout = found if layout == "auto" else layout
     if layout == "coco":
         paths, labels, classes = _coco_items(base)
     else:

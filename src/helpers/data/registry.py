@@ -1,15 +1,11 @@
-"""The dataset registry: the names (:data:`DATASETS`, variants), the options each accepts, which readers
-can leave images on disk, and the one entry point :func:`load_splits` that checks a request and hands it
-to the dataset's reader.
-"""
+"""The dataset registry: names, variants, the options each accepts, and :func:`load_splits`, which checks
+a request and hands it to the dataset's reader."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from helpers.data.bloodmnist import load_bloodmnist
 from helpers.data.cifar import load_cifar
@@ -19,9 +15,8 @@ from helpers.data.splits import Split, UnknownDatasetError, UnknownOptionError, 
 from helpers.data.visa import load_visa
 
 
-#: Named variants of a reader: ``name -> (reader, default options)``. A variant is a dataset entry of
-#: its own (its own name in run ids, tables and ``dataset_options``) that reads with ``reader`` and
-#: starts from these options (which its ``dataset_options`` may override).
+#: ``name -> (reader, default options)``: a dataset of its own (in run ids, tables and ``dataset_options``)
+#: that reads with ``reader``, starting from these options (which its ``dataset_options`` may override).
 DATASET_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # The paper's second MVTec run: the object set reduced to BloodMNIST's size (11,959 + 1,712 + 3,421).
     "mvtec3d_cls_small": ("mvtec3d_cls", {"max_samples": 17092}),
@@ -32,8 +27,7 @@ DATASETS: tuple[str, ...] = (
 )  # fmt: skip
 
 _COMMON_OPTIONS = ("max_samples", "train_subset", "val_subset", "test_subset")
-#: Options of every dataset that the runner reads, not the reader (validated here, otherwise ignored).
-#: ``stream``: ``auto`` (default), ``true`` or ``false``; see ``helpers.rundata.prepare_data``.
+#: Options the runner reads, not the reader (checked here): ``stream``, see ``helpers.rundata.prepare_data``.
 RUNNER_OPTIONS: tuple[str, ...] = ("stream",)
 STREAM_CHOICES: tuple[Any, ...] = ("auto", True, False)
 
@@ -50,9 +44,6 @@ DATASET_OPTIONS.update({name: DATASET_OPTIONS[reader] for name, (reader, _) in D
 
 #: Readers whose images can stay on disk (``load_splits(..., on_disk=True)``): the decoded JPEG datasets.
 ON_DISK_READERS: tuple[str, ...] = ("visa", "mvtec3d_cls")
-
-
-# --------------------------------------------------------------------------------------------- entry point
 
 _LOADERS: dict[str, Callable[..., dict[str, Split]]] = {
     "bloodmnist": load_bloodmnist,
@@ -86,24 +77,22 @@ def load_splits(
     """Load a dataset of the study as ``{"train", "val", "test"}`` splits.
 
     Args:
-        name: one of :data:`DATASETS` (a variant such as ``mvtec3d_cls_small`` reads with its
-            reader and starts from its default options).
-        root: folder holding the data (see the module docstring for the search order per dataset).
-        size: image side in pixels. BloodMNIST: one of 28 (default), 64, 128, 224 (the official file of
-            that size). VisA / MVTec: resize target at load (default 224). CIFAR / digits: native
-            size when None, else resized (antialiased bilinear) at load.
-        seed: seed of every random split and subset; the same seed gives the same splits.
+        name: one of :data:`DATASETS` (a variant reads with its reader, from its default options).
+        root: folder holding the data (search order per dataset: see the package docstring).
+        size: image side in pixels. BloodMNIST: 28 (default), 64, 128 or 224 (the official file of
+            that size). VisA / MVTec: resize target (default 224). CIFAR / digits: native when None,
+            else resized (antialiased bilinear).
+        seed: seed of every random split and subset.
         download: fetch missing files (BloodMNIST, CIFAR); with False a missing file is an error.
-        on_disk: for the decoded JPEG datasets (:data:`ON_DISK_READERS`), leave the images on disk:
-            each split's ``images`` is a :class:`DiskImages` view of the decoded ``.npy`` file, and
-            resident memory does not grow with the number of images. Ignored by the datasets that
-            are small arrays in memory anyway.
-        **options: dataset options, see :data:`DATASET_OPTIONS`: ``max_samples``, ``train_subset``,
-            ``val_subset``, ``test_subset`` (ints, stratified); VisA ``split`` (``"paper"`` or an official
-            split CSV name / path), ``objects``, ``val_fraction``; MVTec ``layout``
-            (``auto``/``folders``/``coco``); CIFAR ``val_fraction`` (default 0.1); VisA / MVTec
-            ``cache`` (default True), ``cache_dir``, ``workers`` (decoding threads); every dataset
-            ``stream`` (``auto``/``true``/``false``: read by the runner, checked here).
+        on_disk: for :data:`ON_DISK_READERS`, each split's ``images`` is a :class:`DiskImages` view of
+            the decoded ``.npy`` file, so resident memory does not grow with the number of images.
+            Ignored by the other datasets.
+        **options: see :data:`DATASET_OPTIONS`: ``max_samples``, ``train_subset``, ``val_subset``,
+            ``test_subset`` (ints, stratified); VisA ``split`` (``"paper"`` or an official split CSV
+            name / path), ``objects``, ``val_fraction``; MVTec ``layout`` (``auto``/``folders``/``coco``);
+            CIFAR ``val_fraction`` (default 0.1); VisA / MVTec ``cache`` (default True), ``cache_dir``,
+            ``workers`` (decoding threads); every dataset ``stream`` (``auto``/``true``/``false``: read
+            by the runner, checked here).
 
     Returns:
         ``{"train": Split, "val": Split, "test": Split}``. Where the protocol uses one held-out set as
@@ -112,8 +101,7 @@ def load_splits(
     Raises:
         UnknownDatasetError: ``name`` is not a known dataset.
         UnknownOptionError: an option the dataset does not accept.
-        DatasetNotFoundError: the files are missing and could not be downloaded (the message says how to
-            get them).
+        DatasetNotFoundError: the files are missing and could not be downloaded (the message says how).
         ChecksumError: a file is corrupt or not the official one; it is not used.
         ValueError: a bad option value (e.g. a BloodMNIST size other than 28, 64, 128, 224).
     """
@@ -130,16 +118,13 @@ def load_splits(
         options = {**defaults, **{k: v for k, v in options.items() if v is not None or k not in defaults}}
     if size is not None:
         checked_int("size", size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    for key in _COMMON_OPTIONS:
+    seed = checked_int("seed", seed, minimum=0)
+    for key in (*_COMMON_OPTIONS, "workers"):
         if options.get(key) is not None:
             options[key] = checked_int(key, options[key])
-    if "workers" in options and options["workers"] is not None:
-        options["workers"] = checked_int("workers", options["workers"])
     check_stream(options.pop("stream", "auto"))
     extra = {"on_disk": bool(on_disk)} if reader in ON_DISK_READERS else {}
-    return _LOADERS[reader](root=root, size=size, seed=int(seed), download=bool(download), options=options, **extra)
+    return _LOADERS[reader](root=root, size=size, seed=seed, download=bool(download), options=options, **extra)
 
 
 def check_stream(value: Any) -> Any:

@@ -1,7 +1,5 @@
-"""What a loaded dataset is and how it is carved: :class:`Split` (uint8 images, int64 labels, class
-names), :class:`DiskImages` (a decoded ``.npy`` file read row by row), the errors of ``helpers.data``,
-deterministic stratified splits and subsets, and the option checks and resizing every reader shares.
-"""
+"""What a loaded dataset is and how it is carved: :class:`Split`, :class:`DiskImages`, the errors of
+``helpers.data``, deterministic stratified splits and subsets, and the checks and resizing readers share."""
 
 from __future__ import annotations
 
@@ -16,9 +14,6 @@ import numpy as np
 import torch
 
 from helpers.transforms import resize_images
-
-
-# --------------------------------------------------------------------------------------------- errors
 
 
 class UnknownDatasetError(ValueError):
@@ -38,9 +33,6 @@ class ChecksumError(ValueError):
     """A dataset file is corrupt or is not the official file (wrong MD5); it is not used."""
 
 
-# --------------------------------------------------------------------------------------------- Split
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {tuple(value.shape)}"
@@ -48,25 +40,20 @@ def _describe(value: Any) -> str:
 
 
 class DiskImages:
-    """Rows of the decoded-image cache on disk, seen as a uint8 ``N x C x H x W`` batch.
+    """Rows of the decoded-image cache on disk (a ``.npy`` of uint8 ``M x H x W x C``), seen as a uint8
+    ``N x C x H x W`` batch.
 
-    The cache is a ``.npy`` file of uint8 ``M x H x W x C`` images (:func:`load_splits` with
-    ``on_disk=True`` writes and opens it). Nothing is read until rows are asked for: indexing with an
-    int, a slice, or an index array / tensor returns those images as a contiguous uint8 tensor in
-    memory; :meth:`take` returns another view (no copy). So a split of 100,000 images at 224 px costs
-    its row index (8 bytes an image) until a batch is read.
+    Nothing is read until rows are asked for: indexing with an int, a slice, or an index array / tensor
+    returns those images as a contiguous uint8 tensor; :meth:`take` returns another view (no copy). So
+    a split costs its row index (8 bytes an image) until a batch is read.
 
-    Rows are read with ``pread`` (a run of consecutive rows in one call), not through a memory map:
-    the kernel's page cache keeps what was read (shared, reclaimable, fast to read again), and the
-    process's resident memory holds only the batch. A memory map would count every page it touched as
-    resident, and a kernel that maps whole large folios on a fault (Linux 6.18 on ext4 here) mapped
-    42 MB of a 61 MB cache file for one batch of 256 random rows, so resident memory grew with the
-    file.
+    Rows are read with ``pread`` (one call per run of consecutive rows), not through a memory map: the
+    page cache keeps what was read, and resident memory holds only the batch. A memory map counts every
+    page it touched as resident; a kernel that maps whole large folios on a fault (Linux 6.18 on ext4
+    here) mapped 42 MB of a 61 MB cache file for one batch of 256 random rows.
 
-    Args:
-        path: the ``.npy`` file (its header is read with ``np.load(path, mmap_mode="r")``).
-        rows: which of its rows this view holds, in order (default: all).
-        unlink: remove the file once it is open (a temporary file, kept alive by the open descriptor).
+    ``rows``: which rows of the ``.npy`` file at ``path`` this view holds, in order (default: all);
+    ``unlink``: remove the file once it is open (a temporary file, kept alive by the open descriptor).
     """
 
     dtype = torch.uint8
@@ -150,20 +137,13 @@ def _as_index_array(indices: Any) -> np.ndarray:
     return np.asarray(indices, dtype=np.int64).reshape(-1)
 
 
-def _is_images(value: Any) -> bool:
-    return isinstance(value, DiskImages) or (
-        isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 4
-    )
-
-
 @dataclass(eq=False)
 class Split:
     """One split of a dataset.
 
     Attributes:
-        images: uint8 tensor ``N x C x H x W`` in memory, or, loaded with ``on_disk=True``, a
-            :class:`DiskImages` view of the decoded cache on disk (same shape; indexing it returns
-            tensors).
+        images: uint8 tensor ``N x C x H x W``, or (loaded with ``on_disk=True``) a :class:`DiskImages`
+            view of the decoded cache (same shape; indexing it returns tensors).
         labels: int64 tensor ``N`` with values in ``[0, len(classes))``.
         classes: class names, indexed by label.
     """
@@ -173,7 +153,10 @@ class Split:
     classes: list[str]
 
     def __post_init__(self) -> None:
-        if not _is_images(self.images):
+        images = self.images
+        if not isinstance(images, DiskImages) and not (
+            isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+        ):
             raise ValueError(f"Split.images must be a uint8 tensor N x C x H x W, got {_describe(self.images)}")
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.ndim != 1:
             raise ValueError(f"Split.labels must be an int64 tensor of shape [N], got {_describe(self.labels)}")
@@ -227,9 +210,6 @@ def _take(images: torch.Tensor | DiskImages, idx: np.ndarray) -> torch.Tensor | 
     return images[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
 
 
-# --------------------------------------------------------------------------------------------- splitting
-
-
 def _rng(seed: int, purpose: str) -> np.random.Generator:
     """A generator for one purpose, independent of the others for the same seed."""
     key = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:4], "little")
@@ -251,16 +231,14 @@ def _largest_remainder(total: int, weights: Sequence[float]) -> np.ndarray:
 def stratified_split(labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Split indices into parts of the given fractions, stratified by label, deterministic for ``seed``.
 
-    Systematic stratified allocation: each class is shuffled and its items spread evenly over
-    ``[0, 1)`` (item ``i`` of ``n_c`` at ``(i + u_c) / n_c``, ``u_c`` a random offset); all items are
-    ordered by that position and the order is cut into parts of exactly the global sizes (largest
-    remainder of ``fractions * N``). So every part has its exact share of the whole and each class
-    within about one item of its proportional share, even for classes with fewer items than parts.
+    Each class is shuffled and its items spread evenly over ``[0, 1)`` (item ``i`` of ``n_c`` at
+    ``(i + u_c) / n_c``, ``u_c`` a random offset); all items are ordered by that position and cut into
+    parts of exactly the largest-remainder sizes of ``fractions * N``. So every part has its exact share
+    and each class is within about one item of its share, even with fewer items than parts.
 
     Args:
         labels: one label (or stratum id) per item.
         fractions: non-negative fractions summing to 1, one per part.
-        seed: the random seed.
 
     Returns:
         One sorted int64 index array per part; together they cover every index exactly once.
@@ -283,17 +261,9 @@ def stratified_split(labels: Sequence[int] | np.ndarray, fractions: Sequence[flo
 
 
 def stratified_subset(labels: Sequence[int] | np.ndarray, n: int, seed: int, purpose: str = "subset") -> np.ndarray:
-    """At most ``n`` indices, each class in proportion, every class kept while ``n`` allows.
-
-    Args:
-        labels: one label per item.
-        n: the number of items to keep (all of them if ``n`` is not smaller).
-        seed: the random seed.
-        purpose: separates the random stream of one subset from another's for the same seed.
-
-    Returns:
-        Sorted int64 indices.
-    """
+    """Sorted int64 indices of at most ``n`` items (all if ``n`` is not smaller), each class in
+    proportion, every class kept while ``n`` allows. ``purpose`` separates the random stream of one
+    subset from another's for the same seed."""
     y = np.asarray(labels)
     if n >= len(y):
         return np.arange(len(y), dtype=np.int64)
@@ -312,9 +282,6 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, n: int, seed: int, pur
         idx = np.flatnonzero(y == cls)
         chosen.append(idx[rng.permutation(len(idx))[:q]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------------- helpers
 
 
 def checked_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -358,17 +325,16 @@ def subset_indices(labels: np.ndarray, n: int | None, seed: int, purpose: str) -
 
 
 def _apply_split_subsets(
-    indices: dict[str, np.ndarray], labels: np.ndarray, options: Mapping[str, Any], seed: int
+    indices: dict[str, np.ndarray], labels: np.ndarray | Mapping[str, np.ndarray], options: Mapping[str, Any],
+    seed: int,
 ) -> dict[str, np.ndarray]:
-    """Shrink each split's index array by ``<split>_subset``; ``indices`` index into ``labels``."""
+    """Shrink each split's index array by ``<split>_subset``; ``indices`` index into ``labels`` (one
+    array, or one per split)."""
     out = {}
     for name, idx in indices.items():
         n = options.get(f"{name}_subset")
-        if n is None:
-            out[name] = idx
-        else:
-            keep = stratified_subset(labels[idx], n, seed, f"{name}_subset")
-            out[name] = idx[keep]
+        y = labels[name] if isinstance(labels, Mapping) else labels
+        out[name] = idx if n is None else idx[stratified_subset(y[idx], n, seed, f"{name}_subset")]
     return out
 
 
@@ -377,8 +343,7 @@ def _shrink_official(
 ) -> dict[str, np.ndarray]:
     """Index arrays (into each split's own arrays) after ``max_samples`` and ``<split>_subset``.
 
-    ``splits`` maps split name to its labels. ``max_samples`` shrinks every split in proportion to
-    its official size.
+    ``splits`` maps split name to its labels; ``max_samples`` shrinks every split in proportion to its size.
     """
     total = sum(len(y) for y in splits.values())
     max_samples = options.get("max_samples")
@@ -386,14 +351,8 @@ def _shrink_official(
     if max_samples is not None and max_samples < total:
         counts = _largest_remainder(max_samples, [len(y) for y in splits.values()])
         caps = dict(zip(splits, counts.tolist()))
-    out = {}
-    for name, y in splits.items():
-        idx = subset_indices(y, caps.get(name), seed, f"max_samples_{name}")
-        n = options.get(f"{name}_subset")
-        if n is not None:
-            idx = idx[stratified_subset(y[idx], n, seed, f"{name}_subset")]
-        out[name] = idx
-    return out
+    pools = {name: subset_indices(y, caps.get(name), seed, f"max_samples_{name}") for name, y in splits.items()}
+    return _apply_split_subsets(pools, splits, options, seed)
 
 
 def split_pool(
@@ -415,8 +374,7 @@ def split_pool(
     if size is not None:
         images = _resize_uint8(images, size)
     y = torch.from_numpy(labels.astype(np.int64))
-    out = {}
-    for name in ("train", "val", "test"):
-        idx = torch.from_numpy(indices[name])
-        out[name] = Split(images[idx], y[idx], list(classes))
-    return out
+    return {
+        name: Split(_take(images, indices[name]), y[torch.from_numpy(indices[name])], list(classes))
+        for name in ("train", "val", "test")
+    }

@@ -16,10 +16,9 @@ from helpers.data.splits import (
     DatasetNotFoundError,
     Split,
     _check_fraction,
-    _largest_remainder,
+    _shrink_official,
     subset_indices,
     stratified_split,
-    stratified_subset,
 )
 
 
@@ -43,9 +42,6 @@ _VISA_URL = "https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220
 _VISA_REPO = "https://github.com/amazon-science/spot-diff (split_csv/)"
 
 
-# --------------------------------------------------------------------------------------------- visa
-
-
 def _visa_root(root: str | Path | None) -> Path:
     candidates = fetch.dir_candidates(root, "VISA_ROOT", ("visa", "VisA", "VisA_20220922"))
     for c in candidates:
@@ -63,9 +59,7 @@ def _visa_objects(root: Path, objects: Any) -> list[str]:
     if objects is None:
         wanted = list(VISA_OBJECTS)
     else:
-        if isinstance(objects, str):
-            objects = [objects]
-        wanted = list(objects)
+        wanted = [objects] if isinstance(objects, str) else list(objects)
         bad = [o for o in wanted if o not in VISA_OBJECTS]
         if bad or not wanted:
             raise ValueError(
@@ -106,14 +100,11 @@ def load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str
         held_idx = pool[held]
         indices = {"train": pool[train], "val": held_idx, "test": held_idx}
     else:
-        rows = _read_visa_csv(base, split)
-        rows = [r for r in rows if r["object"] in set(objects)]
-        train_rows, test_rows = [], []
-        for r in rows:
-            (train_rows if r["split"] == "train" else test_rows).append(r)
+        rows = [r for r in _read_visa_csv(base, split) if r["object"] in set(objects)]
+        train_rows = [r for r in rows if r["split"] == "train"]
+        test_rows = [r for r in rows if r["split"] != "train"]
         for r in train_rows + test_rows:
-            path = base / r["image"]
-            paths.append(path)
+            paths.append(base / r["image"])
             labels.append(_VISA_CLASSES.index(r["label"]))
             strata.append(2 * objects.index(r["object"]) + labels[-1])
         absent = [str(p) for p in paths if not p.is_file()]
@@ -127,11 +118,9 @@ def load_visa(*, root, size, seed, download, options, on_disk=False) -> dict[str
         n_train = len(train_rows)
         tr_all = np.arange(n_train, dtype=np.int64)
         te_all = np.arange(n_train, len(paths), dtype=np.int64)
-        max_samples = options.get("max_samples")
-        if max_samples is not None and max_samples < len(paths):
-            caps = _largest_remainder(max_samples, [len(tr_all), len(te_all)])
-            tr_all = tr_all[stratified_subset(st[tr_all], int(caps[0]), seed, "max_samples_train")]
-            te_all = te_all[stratified_subset(st[te_all], int(caps[1]), seed, "max_samples_test")]
+        caps = {"max_samples": options.get("max_samples")}  # the split subsets apply in build_file_splits
+        keep = _shrink_official({"train": st[tr_all], "test": st[te_all]}, caps, seed)
+        tr_all, te_all = tr_all[keep["train"]], te_all[keep["test"]]
         if len(np.unique(y[tr_all])) < 2:
             raise ValueError(
                 f"VisA split {split!r} has only one class in its train part; a classifier needs both. "

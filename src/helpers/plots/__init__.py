@@ -1,35 +1,21 @@
 """Figures and tables of the study's notebooks, drawn with seaborn / matplotlib from the tidy results tables.
 
-Every figure function takes a tidy table (one row per observation, with the run's id columns
-``dataset, model, method, scenario, seed`` joined in, see ``helpers.results``) and a figures folder, saves
-the figure there as PNG and SVG under a name that says what it shows, and returns the matplotlib
-``Figure`` (or a dict of figures, one per scenario). Figures that mirror a figure of the primary study
-(Douzandeh Zenoozi et al., *A comparative study of neural network pruning strategies for industrial
-applications*, Frontiers in Computer Science 2025, doi 10.3389/fcomp.2025.1563942) carry its number in the
-title and in the file name (``fig03_...``); the extensions say "extension" instead.
+Every figure function takes a tidy table (one row per observation, the run's id columns
+``dataset, model, method, scenario, seed`` joined in, see ``helpers.results``) and a figures folder, saves the
+figure there as PNG and SVG under a name that says what it shows, and returns the ``Figure`` (or a dict, one per
+scenario). A figure mirroring one of the primary study (:data:`helpers.published.DOUZANDEH_ZENOOZI_2025`)
+carries its number in the title and file name (``fig03_...``); the extensions say "extension" instead.
 
 The package reads only result tables (and, for Figure 2, a study's parameters and its splits); it imports
-nothing that trains or runs a study. Its modules:
+nothing that trains or runs a study. Every public name of its modules (``style``: what all figures share;
+``primary`` and ``protocol``: the primary study's; ``criteria``, ``granularity``) is importable from here.
 
-- :mod:`helpers.plots.style`: palettes, labels, figure numbers, theme, panel grids, bars, saving, and the
-  table helpers every figure shares (intervals over seeds, run ids, the dense baseline, summary tables).
-- :mod:`helpers.plots.primary`: the primary study's figures 3-19, Table 1 and the claims' verdicts.
-- :mod:`helpers.plots.protocol`: the primary study's Figure 2 and Tables 2-3 (data, scenarios, setup).
-- :mod:`helpers.plots.criteria`: the criteria study's figures and its comparison with the published ones.
-- :mod:`helpers.plots.granularity`: the granularity study's figures and its rank agreement.
-
-Every public name of these modules is importable from ``helpers.plots`` itself.
-
-Conventions held across all figures:
-
-- One colour per method everywhere (:data:`METHOD_PALETTE`); the dense baseline is drawn in every
-  scenario's figure (a dense run has no sparsity, so it is the reference of every scenario).
-- With more than one seed, a point or bar is the mean over seeds and the whiskers / band are a 95 %
-  Student-t interval of that mean (:func:`mean_interval`); with one seed, the single value without whiskers.
-- Accuracy-like metrics (stored as fractions in ``[0, 1]``) are shown in percent.
-- Energy is never drawn as 0 when nothing was measured: a missing (NaN) energy is marked "n/a", every
-  drawn bar is hatched by its ``energy_source``, and a figure with no measured energy at all is not drawn
-  (the function returns ``None`` and :func:`energy_statement` says so in words).
+Conventions of all figures: one colour per method (:data:`METHOD_PALETTE`); the dense baseline in every
+scenario's figure; with several seeds a point or bar is the mean, its whiskers / band a 95 % Student-t
+interval (:func:`mean_interval`); accuracy-like metrics (fractions in ``[0, 1]``) in percent. Energy is never
+drawn as 0 when nothing was measured: a missing (NaN) energy is marked "n/a", every bar is hatched by its
+``energy_source``, and with no measured energy no figure is drawn (``None`` or an empty dict is returned;
+:func:`energy_statement` says so in words).
 """
 
 from __future__ import annotations

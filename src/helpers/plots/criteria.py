@@ -1,8 +1,7 @@
 """Figures and tables of the criteria study (Lajić, Peer, Emeršič 2025, notebook 05): accuracy before,
 right after and after fine-tuning per criterion, selection time, and the comparison with the published figures.
 
-Drawn from the tidy tables of :mod:`helpers.companion`: runs with method ``criteria`` carry a
-``criterion``; ``dense`` runs are the baseline.
+Drawn from the runs of :mod:`helpers.companion` with method ``criteria``, each with its ``criterion``.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from helpers.plots.style import (
     ID_COLUMNS,
     MODEL_LABELS,
     _CB,
+    _handles,
     _label,
     _legend_outside,
     _ordered_present,
@@ -58,30 +58,25 @@ CRITERION_LABELS: dict[str, str] = {
     "random": "random (reference)",
 }
 
-# The published figures (PUBLISHED_CRITERIA, PUBLISHED_GRANULARITY) live in helpers.published, with sources.
 _PUBLISHED_CRITERIA_NAMES = ("greedy_output_norm", "l1", "bn_slimming")
 _STAGES = (("accuracy_before", "before\npruning"), ("accuracy_pruned", "right after\npruning"),
            ("accuracy_finetuned", "after\nfine-tuning"))  # fmt: skip
 
 
-def _companion_runs(runs: pd.DataFrame, method: str, what: str) -> pd.DataFrame:
-    column = "criterion" if method == "criteria" else "granularity"
-    _require(runs, [*ID_COLUMNS, "status", column], what)
-    data = runs[runs["method"] == method]
+def _criteria_runs(runs: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The completed ``criteria`` runs; raises ValueError when the table has no criteria run at all."""
+    _require(runs, [*ID_COLUMNS, "status", "criterion"], what)
+    data = runs[runs["method"] == "criteria"]
     if data.empty:
-        raise ValueError(f"{what}: the runs table has no {method} runs; run a study with study_kind: {method}")
-    return data
+        raise ValueError(f"{what}: the runs table has no criteria runs; run a study with study_kind: criteria")
+    return data[data["status"] == "completed"]
 
 
 def criteria_accuracy(runs: pd.DataFrame, figures_dir: str | Path) -> Figure:
-    """Test accuracy before pruning, right after removing the filters and after fine-tuning, per criterion.
-
-    Panels: rows = datasets, columns = models; one line per criterion across the three stages (mean over
-    seeds, 95 % interval with several seeds). ``bn_slimming_l1`` starts from its own dense model (trained
-    with the L1 penalty on gamma), so its "before" point differs.
-    """
-    data = _companion_runs(runs, "criteria", "criteria_accuracy")
-    data = data[data["status"] == "completed"]
+    """Test accuracy before pruning, right after removing the filters and after fine-tuning: panels rows =
+    datasets, columns = models, a line per criterion (mean over seeds, 95 % interval with several seeds).
+    ``bn_slimming_l1`` starts from its own dense model (trained with the L1 penalty on gamma): its own "before"."""
+    data = _criteria_runs(runs, "criteria_accuracy")
     _require(data, [c for c, _ in _STAGES], "criteria_accuracy")
     criteria = _ordered_present(data["criterion"], CRITERION_ORDER)
     sparsity = pd.to_numeric(data["filter_sparsity"], errors="coerce").dropna().unique() if "filter_sparsity" in data else []
@@ -119,8 +114,7 @@ def criteria_accuracy(runs: pd.DataFrame, figures_dir: str | Path) -> Figure:
 def criteria_selection_time(runs: pd.DataFrame, figures_dir: str | Path) -> Figure:
     """Seconds each criterion takes to score and select the filters (and compact the model): one point per
     criterion on a log scale (mean over seeds, 95 % interval with several seeds)."""
-    data = _companion_runs(runs, "criteria", "criteria_selection_time")
-    data = data[data["status"] == "completed"]
+    data = _criteria_runs(runs, "criteria_selection_time")
     _require(data, ["selection_time_s"], "criteria_selection_time")
     criteria = _ordered_present(data["criterion"], CRITERION_ORDER)
     with _theme():
@@ -130,9 +124,7 @@ def criteria_selection_time(runs: pd.DataFrame, figures_dir: str | Path) -> Figu
             st = summarize(panel.assign(v=pd.to_numeric(panel["selection_time_s"], errors="coerce")), "v", ["criterion"])
             st = st.set_index("criterion").reindex(criteria)
             y = np.arange(len(criteria))
-            xerr = None
-            if (st["n"] > 1).any():
-                xerr = np.array([st["mean"] - st["ci_low"], st["ci_high"] - st["mean"]])
+            xerr = np.array([st["mean"] - st["ci_low"], st["ci_high"] - st["mean"]]) if (st["n"] > 1).any() else None
             for k, criterion in enumerate(criteria):
                 ax.errorbar(st["mean"].iloc[k], y[k], xerr=None if xerr is None else xerr[:, k:k + 1],
                             color=CRITERION_PALETTE.get(criterion, "#999999"), marker="o", markersize=7,
@@ -152,8 +144,7 @@ def criteria_selection_time(runs: pd.DataFrame, figures_dir: str | Path) -> Figu
 def criteria_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The numbers behind :func:`criteria_accuracy`: per dataset, model and criterion, the accuracy (%) at
     each stage, the filters and parameters removed and the MACs left (mean over seeds)."""
-    data = _companion_runs(runs, "criteria", "criteria_table")
-    data = data[data["status"] == "completed"]
+    data = _criteria_runs(runs, "criteria_table")
     numeric = {
         "before (%)": ("accuracy_before", 100.0), "after pruning (%)": ("accuracy_pruned", 100.0),
         "after fine-tuning (%)": ("accuracy_finetuned", 100.0), "filters removed": ("filters_removed", 1.0),
@@ -175,17 +166,12 @@ def criteria_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def published_criteria_table(runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Ours beside Lajić et al.'s Tables 1-3, led by the drop: per dataset, model and criterion, the accuracy
-    lost from before pruning to after fine-tuning (percentage points), then the two accuracies, for this
-    study (mean over seeds) and as published.
-
-    The drop leads because it is what carries over between training budgets: a dense model trained for
-    fewer epochs, or on other data, starts elsewhere, but how much 40 % of its filters cost after
-    fine-tuning is comparable. Rows: every published dataset x model family (VGG16, ResNet18, ResNet50),
-    and every dataset x model this study ran (its model named in ``our model``; ``vgg16_bn_cifar`` is
-    compared with the paper's VGG16, see :func:`helpers.published.model_family`). Criteria: the paper's
-    three (greedy output norm, L1, BN slimming without the L1 penalty), then this study's others. NaN
-    where one side has no figure. Published figures: :data:`helpers.published.PUBLISHED_CRITERIA`.
+    """Ours (mean over seeds) beside Lajić et al.'s Tables 1-3 (:data:`helpers.published.PUBLISHED_CRITERIA`)
+    per dataset, model and criterion: the accuracy lost from before pruning to after fine-tuning (percentage
+    points; it leads, as it carries over between training budgets where the starting accuracy does not), then
+    the two accuracies; NaN where one side has no figure. Rows: every published dataset x model family and every
+    dataset x model this study ran (named in ``our model``, compared as :func:`helpers.published.model_family`);
+    the paper's three criteria (greedy output norm, L1, BN slimming without the L1 penalty) first, then ours.
     """
     ours = pd.DataFrame(columns=["dataset", "model", "criterion", "accuracy_before", "accuracy_finetuned"])
     if runs is not None and "criterion" in runs.columns:
@@ -228,12 +214,9 @@ def _family_rank(family: str) -> int:
 
 
 def criteria_vs_published(runs: pd.DataFrame | None, figures_dir: str | Path) -> Figure:
-    """The accuracy each criterion costs (before pruning minus after fine-tuning, percentage points),
-    ours beside Lajić et al.'s, per dataset and model: the drop leads (bars); each panel's title gives
-    the accuracy before pruning, ours and published. Ours are solid bars, published ones hatched and
-    lighter; an empty slot is a figure that one side does not have. Drawn from
-    :func:`published_criteria_table`.
-    """
+    """The accuracy each criterion costs (:func:`published_criteria_table`'s drop, percentage points) per
+    dataset and model: ours solid, Lajić et al.'s hatched and lighter, an empty slot where one side has no
+    figure; each panel's title gives the accuracy before pruning, ours and published."""
     table = published_criteria_table(runs)
     table = table[table[["drop, ours (pp)", "drop, published (pp)"]].notna().any(axis=1)]
     panels = list(dict.fromkeys(zip(table["dataset"], table["model"], table["our model"])))
@@ -268,8 +251,7 @@ def criteria_vs_published(runs: pd.DataFrame | None, figures_dir: str | Path) ->
         for ax in list(axes.flat)[len(panels):]:
             ax.remove()
         criteria = _ordered_present(criteria_seen, CRITERION_ORDER)
-        handles = [Patch(facecolor=CRITERION_PALETTE.get(c, "#999999"), edgecolor="black", linewidth=0.5) for c in criteria]
-        labels = [CRITERION_LABELS.get(c, c) for c in criteria]
+        handles, labels = _handles(criteria, CRITERION_PALETTE, CRITERION_LABELS)
         handles += [Patch(facecolor="white", edgecolor="black", linewidth=0.5),
                     Patch(facecolor="white", edgecolor="black", linewidth=0.5, hatch="///")]  # fmt: skip
         labels += ["ours (left bar)", "published (right bar, hatched)"]

@@ -1,8 +1,7 @@
 """Figures and tables of the granularity study (Gurram, Sindhura, Bandari 2025, notebook 06): size,
 latency, accuracy and MACs per granularity, and how their ordering agrees with the published one.
 
-Drawn from the tidy tables of :mod:`helpers.companion`: runs with method ``granularity`` carry a
-``granularity``; ``dense`` runs are the baseline.
+Drawn from :mod:`helpers.companion`'s runs: method ``granularity`` (each with its ``granularity``) and ``dense``.
 """
 
 from __future__ import annotations
@@ -86,12 +85,9 @@ _GRANULARITY_METRICS = (
 
 
 def granularity_tradeoffs(runs: pd.DataFrame, inference: pd.DataFrame, figures_dir: str | Path) -> Figure:
-    """Size on disk, CPU latency per image, accuracy and MACs per granularity, beside the dense baseline.
-
-    The shape of Gurram et al.'s table, measured: rows = dataset x model, columns = the four metrics;
-    bars grouped by parameter budget, one per granularity; the dense model is the dashed line. A
-    granularity with nothing to remove in the model (``not_applicable``) is marked "n/a".
-    """
+    """Size on disk, CPU latency per image, accuracy and MACs per granularity, as Gurram et al.'s table: rows =
+    dataset x model, columns = the four metrics; bars by parameter budget, one per granularity; dense dashed;
+    "n/a" where the model has nothing to remove at that granularity (``not_applicable``)."""
     data = _granularity_frame(runs, inference)
     sparse = data[data["method"] == "granularity"]
     granularities = _ordered_present(sparse["granularity"], GRANULARITY_ORDER)
@@ -183,24 +179,19 @@ _ORDERING_MEASURES: dict[str, tuple[str, str]] = {
 
 
 def granularity_ordering_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
-    """Gurram et al.'s ordering of the granularities beside ours, per measure (size, time, accuracy).
-
-    One row per case (dataset, model, budget) x measure x granularity, with the published value and
-    rank and ours (mean over seeds) and rank; rank 1 is the best (smallest, fastest, most accurate;
-    ties share the lower rank). Only granularities that ran in the case are ranked, on both sides, and
-    the dense model is left out: the question is the order of the granularities. Gurram et al. name
-    neither model nor dataset, so their values are not comparable with ours; their order is.
-    """
+    """Gurram et al.'s ordering of the granularities beside ours per measure: one row per case (dataset, model,
+    budget) x measure x granularity: published value and rank, ours (mean over seeds) and rank; rank 1 is the best
+    (smallest, fastest, most accurate; ties share the lower). Only granularities run in the case are ranked, both
+    sides, dense excluded: Gurram et al. name neither model nor dataset, so only their order compares with ours."""
     data = _granularity_frame(runs, inference)
     data = data[(data["method"] == "granularity") & (data["status"] == "completed")]
     rows = []
     for (dataset, model, budget), case in data.groupby(["dataset", "model", "budget"], sort=False):
         granularities = [g for g in GRANULARITY_ORDER if g in set(case["granularity"])]
         for measure, (column, _) in _ORDERING_MEASURES.items():
-            better = GRANULARITY_MEASURES[measure][1]
             ours = pd.Series({g: mean_interval(case.loc[case["granularity"] == g, column])[0] for g in granularities})
             published = pd.Series({g: PUBLISHED_GRANULARITY[(g, measure)][0] for g in granularities})
-            ascending = better == "lower"
+            ascending = GRANULARITY_MEASURES[measure][1] == "lower"
             our_rank = ours.rank(ascending=ascending, method="min")
             pub_rank = published.rank(ascending=ascending, method="min")
             for g in granularities:
@@ -225,14 +216,10 @@ def _kendall(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def granularity_rank_agreement(runs: pd.DataFrame, inference: pd.DataFrame, figures_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
-    """Does our ordering of the granularities agree with Gurram et al.'s? One panel per measure (size,
-    CPU time, accuracy): each granularity at (published rank, our rank), one colour per case (dataset,
-    model, budget), the diagonal is perfect agreement; Kendall's tau-b per case in the legend.
-
-    Returns:
-        The figure, and the table of Kendall's tau per case and measure (``kendall_tau``, and
-        ``granularities``: how many were ranked; with 4-5 points tau moves in steps of 0.2-0.33).
-    """
+    """Does our ordering of the granularities agree with Gurram et al.'s? One panel per measure: each granularity
+    at (published rank, our rank), one colour per case (dataset, model, budget), the diagonal is agreement.
+    Returns the figure and Kendall's tau-b per case and measure (``kendall_tau``, also in the legend;
+    ``granularities``: how many were ranked; with 4-5 points tau moves in steps of 0.2-0.33)."""
     table = granularity_ordering_table(runs, inference)
     if table.empty:
         raise ValueError("granularity_rank_agreement: no completed granularity runs to rank")

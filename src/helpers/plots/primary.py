@@ -1,14 +1,6 @@
 """The primary study's figures (Douzandeh Zenoozi et al. 2025): training curves, time and memory (notebook
-01), test metrics and Table 1 against published baselines (02), inference latency, compaction and speedup
-(03), training and inference energy (04), and the verdicts on the paper's claims (07).
-
-Published references of Table 1 (BloodMNIST at 28 x 28 px, test accuracy):
-
-- Doerrich, Di Salvo, Brockmann, Ledig, *Rethinking model prototyping through the MedMNIST+ dataset
-  collection*, Scientific Reports 2025 (arXiv 2404.15786, 2024): VGG16 94.85 %, ResNet18 91.93 %
-  (trained end-to-end at 28 px).
-- Yang et al., *MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical image
-  classification*, Scientific Data 10, 41 (2023), Table 4: ResNet-18 (28) 95.8 %.
+01), test metrics and Table 1 against the published figures of :mod:`helpers.published` (02), inference
+latency, compaction and speedup (03), training and inference energy (04), and the claims' verdicts (07).
 """
 
 from __future__ import annotations
@@ -30,6 +22,7 @@ from helpers.plots.style import (
     ID_COLUMNS,
     MODEL_LABELS,
     PUBLISHED_BLOODMNIST_28,
+    METHOD_LABELS,
     TRAINING_FORM_ORDER,
     _METRIC_LABELS,
     _NOT_RECORDED,
@@ -37,13 +30,12 @@ from helpers.plots.style import (
     _SOURCE_HATCHES,
     _SPARE_HATCHES,
     _UNAVAILABLE,
-    _as_percent,
     _bars,
     _file_stem,
+    _handles,
     _interval,
     _label,
     _legend_outside,
-    _method_handles,
     _method_order,
     _ordered_present,
     _panel_grid,
@@ -54,6 +46,7 @@ from helpers.plots.style import (
     _seed_note,
     _suptitle,
     _theme,
+    _with_run_columns,
     mean_interval,
     method_palette,
     pareto_front,
@@ -72,9 +65,7 @@ _METHOD_SHORT = {"dense": "dense", "pre_training": "Pre", "in_training": "In", "
 
 def _completed(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of completed runs (all rows when the table has no ``status``): what means are taken over."""
-    if "status" not in df.columns:
-        return df
-    return df[df["status"].fillna("completed") == "completed"]
+    return df[df["status"].fillna("completed") == "completed"] if "status" in df.columns else df
 
 
 def _left_out(df: pd.DataFrame) -> pd.DataFrame:
@@ -87,12 +78,8 @@ def _left_out(df: pd.DataFrame) -> pd.DataFrame:
 
 def status_note(runs: pd.DataFrame, *, examples: int = 3) -> str:
     """The runs a figure or mean leaves out, in words: ``""`` when every run completed, else e.g.
-    ``"left out of the means: 1 diverged (set uniform resnet18 s0)"``.
-
-    Args:
-        runs: the rows the figure would hold (any table with ``status``; one run may have many rows).
-        examples: how many runs to name per status.
-    """
+    ``"left out of the means: 1 diverged (set uniform resnet18 s0)"``, naming ``examples`` runs per status.
+    ``runs``: the rows the figure would hold (any table with ``status``; one run may have many rows)."""
     left = _left_out(runs)
     if left.empty:
         return ""
@@ -111,16 +98,6 @@ def _with_title_note(text: str, note: str) -> str:
     return f"{text}; {note}" if note else text
 
 
-def _with_run_columns(table: pd.DataFrame, runs: pd.DataFrame | None, columns: Sequence[str] = ("status", "training_form")) -> pd.DataFrame:
-    """``table`` (epochs, inference) with the run's ``status`` and ``training_form`` joined in from ``runs``."""
-    if runs is None or "run_id" not in table.columns or "run_id" not in runs.columns:
-        return table
-    missing = [c for c in columns if c not in table.columns and c in runs.columns]
-    if not missing:
-        return table
-    return table.merge(runs[["run_id", *missing]].drop_duplicates("run_id"), on="run_id", how="left")
-
-
 def _forms(df: pd.DataFrame) -> pd.Series:
     if "training_form" not in df.columns:
         return pd.Series(_NOT_RECORDED, index=df.index)
@@ -134,9 +111,7 @@ def _pooled_forms(df: pd.DataFrame) -> list[str]:
         return []
     sparse = df[df["method"] != "dense"].assign(_form=_forms(df))
     counts = sparse.groupby(["method", "scenario"])["_form"].nunique()
-    if not (counts > 1).any():
-        return []
-    return _ordered_present(sparse["_form"], TRAINING_FORM_ORDER)
+    return _ordered_present(sparse["_form"], TRAINING_FORM_ORDER) if (counts > 1).any() else []
 
 
 def _scenario_facets(df: pd.DataFrame, scenario: str) -> tuple[pd.DataFrame, list[str]]:
@@ -172,43 +147,13 @@ def _forms_note(frame: pd.DataFrame, forms: Sequence[str]) -> str:
     return f"training form: {forms[0]}{dense}"
 
 
-def _facet_grid(frame: pd.DataFrame, forms: Sequence[str], *, panel_w: float = 3.6, panel_h: float = 2.8):
-    """Panels: rows = datasets, columns = models x training forms (one column per form when several);
-    panels without data are removed. Returns the figure and ``{(dataset, model, form): ax}``."""
-    datasets, models, _ = _panel_pairs(frame)
-    columns = [(m, f) for m in models for f in forms]
-    fig, axes = plt.subplots(len(datasets), len(columns), figsize=(panel_w * len(columns), panel_h * len(datasets)),
-                             squeeze=False, layout="constrained")  # fmt: skip
-    grid = {}
-    for i, dataset in enumerate(datasets):
-        for j, (model, form) in enumerate(columns):
-            ax = axes[i][j]
-            has = bool(((frame["dataset"] == dataset) & (frame["model"] == model) & (frame["_facet"] == form)).any())
-            if has:
-                title = f"{_label('dataset', dataset)} / {_label('model', model)}"
-                ax.set_title(title + (f"\ntrained {form}" if len(forms) > 1 else ""))
-                grid[(dataset, model, form)] = ax
-            else:
-                ax.remove()
-    return fig, grid
-
-
 def macs_ratio_table(inference: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each run's MACs as a fraction of the dense model's: the compacted model's ``macs`` (``inference``)
-    over the dense run's (same dataset and model), at the smallest batch size measured.
-
-    The MACs a pruned model really needs once its removed filters are gone: with
-    ``set_allocation: erk`` SET keeps more of the early convs and so runs at more MACs than the other
-    methods at the same scenario; every figure that compares SET writes this ratio beside its runs.
-
-    Args:
-        inference: the ``inference`` table with the run ids joined in.
-        runs: the ``runs`` table; when given, every run appears (a run without inference rows, such as
-            a diverged one, with a NaN ratio), with its ``status``, ``training_form`` and ``set_allocation``.
-
-    Returns:
-        One row per run: the id columns, ``macs_compacted``, ``macs_dense``, ``macs_ratio``.
-    """
+    """Each run's MACs as a fraction of the dense model's: the compacted model's ``macs`` (``inference``, with
+    the run ids joined in) over the dense run's (same dataset and model), at the smallest batch size measured:
+    what a pruned model needs once its removed filters are gone (with ``set_allocation: erk`` SET keeps more of
+    the early convs, so runs at more MACs than the other methods at the same scenario). With ``runs``, every run
+    appears (one without inference rows, e.g. diverged, with a NaN ratio) with its ``status``, ``training_form``
+    and ``set_allocation``. One row per run: the id columns, ``macs_compacted``, ``macs_dense``, ``macs_ratio``."""
     _require(inference, ["run_id", *ID_COLUMNS, "variant", "macs"], "macs_ratio_table")
     data = inference[inference["batch_size"] == inference["batch_size"].min()] if "batch_size" in inference else inference
     data = data.drop_duplicates(["run_id", "variant"])
@@ -232,9 +177,8 @@ def _macs_lookup(inference: pd.DataFrame | None) -> dict[tuple[str, str, str, st
     """(dataset, model, method, scenario) -> the MACs ratios of its runs, or None without an inference table."""
     if inference is None or inference.empty or "macs" not in inference.columns:
         return None
-    table = macs_ratio_table(inference)
     lookup: dict[tuple[str, str, str, str], list[float]] = {}
-    for row in table.itertuples():
+    for row in macs_ratio_table(inference).itertuples():
         lookup.setdefault((row.dataset, row.model, row.method, row.scenario), []).append(float(row.macs_ratio))
     return lookup
 
@@ -255,11 +199,8 @@ def _macs_label(ratios: Sequence[float] | None, *, prefix: str = "MACs ") -> str
 def _macs_for(lookup, dataset: str, model: str, method: str, scenario: str) -> list[float] | None:
     if lookup is None:
         return None
-    if method == "dense":
-        for (d, m, me, _), ratios in lookup.items():
-            if (d, m, me) == (dataset, model, "dense"):
-                return ratios
-        return []
+    if method == "dense":  # the dense run's ratio, whatever scenario it carries
+        return next((ratios for (d, m, me, _), ratios in lookup.items() if (d, m, me) == (dataset, model, "dense")), [])
     return lookup.get((dataset, model, method, scenario), [])
 
 
@@ -297,13 +238,9 @@ def _macs_title_note(lookup) -> str:
 
 
 def training_form_statement(runs: pd.DataFrame) -> str:
-    """What was run, in words generated from the ``runs`` table: which runs trained masked and which
-    compacted, and what that means for their time, energy and memory. The notebooks print this instead of
-    a hard-coded sentence, so they never describe masked training for compacted runs or the other way round.
-
-    Returns:
-        Markdown: one sentence per training form present, then the runs left out (if any).
-    """
+    """What was run, as Markdown generated from the ``runs`` table: one sentence per training form present (which
+    runs trained masked, which compacted, and what that means for their time, energy and memory), then the runs
+    left out. Notebooks print this, not a hard-coded sentence that could describe the wrong form."""
     _require(runs, ["method", "scenario"], "training_form_statement")
     if runs.empty:
         return "**What was run.** The runs table is empty: nothing was trained yet."
@@ -348,23 +285,14 @@ def training_curves(
     epochs: pd.DataFrame, figures_dir: str | Path, *, metric: str = "accuracy", phase: str = "train",
     runs: pd.DataFrame | None = None, inference: pd.DataFrame | None = None,
 ) -> dict[str, Figure]:
-    """Training accuracy or loss per epoch, one figure per scenario (the paper's Figures 3-8).
+    """Training accuracy or loss per epoch, one figure per scenario (the paper's Figures 3-8): scenario -> Figure.
 
-    Panels: rows = datasets, columns = models (x training forms when the study ran several); one line per
-    method (mean over the completed runs), the dense baseline in every figure. A diverged or failed run is
-    drawn on its own, dotted, ending in a cross, and counted in the title; it is not in the mean.
-
-    Args:
-        epochs: the ``epochs`` table with the run ids joined in.
-        figures_dir: where the PNG / SVG files go.
-        metric: ``accuracy`` or ``loss`` (or another metric column of ``epochs``).
-        phase: ``train`` or ``val``.
-        runs: the ``runs`` table: each run's ``status`` and ``training_form`` (without it every run counts
-            as completed and the form is not recorded).
-        inference: the ``inference`` table: each method's MACs ratio is written in every panel.
-
-    Returns:
-        scenario -> Figure.
+    ``epochs`` (run ids joined in) gives ``metric`` (``accuracy``, ``loss`` or another column) in ``phase``
+    (``train`` or ``val``). Panels: rows = datasets, columns = models (x training forms when several ran); one
+    line per method (mean over the completed runs), the dense baseline in every figure. ``runs`` gives each run's
+    ``status`` and ``training_form`` (without it all runs count as completed, form not recorded): a diverged or
+    failed run is drawn alone, dotted, ending in a cross, counted in the title, not in the mean. With
+    ``inference``, each method's MACs ratio is written in every panel.
     """
     _require(epochs, [*ID_COLUMNS, "epoch", "phase", metric], "training_curves")
     data = _with_run_columns(epochs[epochs["phase"] == phase], runs)
@@ -380,12 +308,12 @@ def training_curves(
     figures = {}
     for scenario in scenarios_of(data) or _scenario_order(data["scenario"].unique()):
         frame, forms = _scenario_facets(data, scenario)
-        frame = frame.assign(value=_as_percent(frame, metric) if percent else pd.to_numeric(frame[metric], errors="coerce"))
+        frame = frame.assign(value=pd.to_numeric(frame[metric], errors="coerce") * (100.0 if percent else 1.0))
         methods = _method_order(frame["method"].unique())
         done, left = _completed(frame), _left_out(frame)
         multi_seed = done["seed"].nunique() > 1
         with _theme():
-            fig, grid = _facet_grid(frame, forms)
+            fig, grid = _panel_grid(frame, forms=forms)
             for (dataset, model, form), ax in grid.items():
                 where = lambda d: d[(d["dataset"] == dataset) & (d["model"] == model) & (d["_facet"] == form)]  # noqa: E731
                 panel = where(done)
@@ -443,17 +371,13 @@ def _per_scenario_bars(
         methods = _method_order(frame["method"].unique())
         done, left = _completed(frame), _left_out(frame)
         with _theme():
-            fig, grid = _facet_grid(frame, forms, panel_w=max(2.8, 0.55 * len(methods) + 1.2))
-            hatch_of: dict[str, str] = {}
+            fig, grid = _panel_grid(frame, forms=forms, panel_w=max(2.8, 0.55 * len(methods) + 1.2))
+            hatch_of: dict[str, str] | None = {} if source is not None else None
             for (dataset, model, form), ax in grid.items():
                 where = lambda d: d[(d["dataset"] == dataset) & (d["model"] == model) & (d["_facet"] == form)]  # noqa: E731
                 panel = where(done)
                 st = summarize(panel, "value", ["method"])
-                hatches = None
-                if source is not None:
-                    st["source"] = [_group_source(panel[panel["method"] == m], source) for m in st["method"]]
-                    hatch_of = _hatch_map(set(hatch_of) | set(st["source"]))
-                    hatches = {i: hatch_of[s] for i, s in st["source"].items()}
+                hatches, hatch_of = _source_hatches(st, panel, ["method"], source, hatch_of)
                 notes = _bar_notes(lookup, where(left) if len(left) else left, dataset=dataset, model=model,
                                    scenario=scenario, methods=methods)  # fmt: skip
                 _bars(ax, st, groups=methods, group_col="method", methods=methods, palette=palette, hatches=hatches,
@@ -461,11 +385,7 @@ def _per_scenario_bars(
                 ax.set_ylabel(ylabel)
                 ax.set_xticks([])
                 ax.set_xlabel("method")
-            if source is not None:
-                _legend_outside(fig, *_method_handles(methods, palette), "method", anchor_y=0.7)
-                _source_legend(fig, hatch_of, anchor_y=0.25)
-            else:
-                _legend_outside(fig, *_method_handles(methods, palette), "method")
+            _method_legend(fig, methods, palette, hatch_of)
             _scenario_title(fig, kind, scenario, what, frame=frame, forms=forms, done=done, lookup=lookup)
         save_figure(fig, figures_dir, _file_stem(kind, scenario))
         figures[scenario] = fig
@@ -473,16 +393,14 @@ def _per_scenario_bars(
 
 
 def training_time(runs: pd.DataFrame, figures_dir: str | Path, *, inference: pd.DataFrame | None = None) -> dict[str, Figure]:
-    """Total training time per method, one figure per scenario (the paper's Figures 9-11), per training form
-    (one column each when the study ran several; the form is in the title); with ``inference``, each bar
-    carries its runs' MACs ratio."""
+    """Total training time per method, one figure per scenario (the paper's Figures 9-11), one column per
+    training form when the study ran several; with ``inference``, each bar carries its runs' MACs ratio."""
     return _per_scenario_bars(runs, figures_dir, kind="training_time", value="train_time_s",
                               ylabel="total training time (s)", what="total training time", inference=inference)
 
 
 def peak_memory(runs: pd.DataFrame, figures_dir: str | Path, *, inference: pd.DataFrame | None = None) -> dict[str, Figure]:
-    """Peak training memory per method, one figure per scenario and per training form (an extension; the
-    paper has no such figure); with ``inference``, each bar carries its runs' MACs ratio."""
+    """Peak training memory per method (an extension), drawn as :func:`training_time`."""
     return _per_scenario_bars(runs, figures_dir, kind="peak_memory", value="peak_memory_mb",
                               ylabel="peak memory (MiB)", what="peak memory during training", inference=inference)
 
@@ -494,16 +412,10 @@ def test_metrics(
     runs: pd.DataFrame, figures_dir: str | Path, metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1"),
     *, inference: pd.DataFrame | None = None,
 ) -> dict[str, Figure]:
-    """Test accuracy, precision, recall and F1 per method, one figure per scenario (the paper's Figures 12-14).
-
-    A black line over the accuracy bars marks the majority-class accuracy of the test split
-    (``test_majority_accuracy``: what always answering the most frequent class scores; VisA about 89 %).
-    With ``inference``, the accuracy bars carry their runs' MACs ratio; runs that did not complete are
-    counted in the title and crossed under their bar, not averaged.
-
-    Returns:
-        scenario -> Figure.
-    """
+    """Test accuracy, precision, recall and F1 per method, one figure per scenario (the paper's Figures 12-14):
+    scenario -> Figure. A black line over the accuracy bars marks the test split's majority-class accuracy
+    (``test_majority_accuracy``: always answering the most frequent class; VisA about 89 %). With ``inference``,
+    the accuracy bars carry their runs' MACs ratio; runs that did not complete are counted in the title and crossed."""
     columns = [f"test_{m}" for m in metrics]
     _require(runs, [*ID_COLUMNS, *columns], "test_metrics")
     palette = method_palette(runs["method"].unique())
@@ -517,7 +429,7 @@ def test_metrics(
         long["value"] = pd.to_numeric(long["raw"], errors="coerce") * 100.0
         methods = _method_order(frame["method"].unique())
         with _theme():
-            fig, grid = _facet_grid(frame, forms, panel_w=max(3.6, 0.25 * len(methods) * len(metrics) + 1.2))
+            fig, grid = _panel_grid(frame, forms=forms, panel_w=max(3.6, 0.25 * len(methods) * len(metrics) + 1.2))
             majority_drawn = False
             for (dataset, model, form), ax in grid.items():
                 where = lambda d: d[(d["dataset"] == dataset) & (d["model"] == model) & (d["_facet"] == form)]  # noqa: E731
@@ -530,7 +442,7 @@ def test_metrics(
                 majority_drawn |= _majority_line(ax, where(frame), columns)
                 ax.set_ylabel("test score (%, macro avg.)")
                 ax.set_ylim(0, 105)
-            handles, labels = _method_handles(methods, palette)
+            handles, labels = _handles(methods, palette, METHOD_LABELS)
             if majority_drawn:
                 handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=1.2))
                 labels.append("majority class (accuracy floor)")
@@ -557,39 +469,25 @@ def _majority_line(ax, rows: pd.DataFrame, groups: Sequence[str]) -> bool:
     return True
 
 
-_TABLE1_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
-
-
 def reference_accuracy_table(
     runs: pd.DataFrame, scenario: str = "mixed", dataset: str | None = "bloodmnist",
-    metrics: Sequence[str] = _TABLE1_METRICS,
+    metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "auc"),
 ) -> pd.DataFrame:
-    """Table 1: test metrics of the model at its best-validation epoch (the paper's "best accuracy") and at
-    the final epoch, dense and ``scenario`` sparse, beside the published figures with their sources.
-
-    One row per dataset x model x method (dense, then each sparse method run in ``scenario``) x published
-    figure: the BloodMNIST (28 px) dense baselines of :data:`PUBLISHED_BLOODMNIST_28`, the primary paper's
-    Table 1 ``mixed`` figures (whose sparse method the available quote does not name, so they stand beside
-    every sparse method) and its approximate VisA figure (:data:`helpers.published.PUBLISHED_PRIMARY`).
-    Measured values are the mean over the completed runs (with the 95 % interval when seeds > 1); ``runs``
-    says how many completed and which did not; a model or method the study did not run reads NaN.
-
-    Args:
-        runs: the ``runs`` table.
-        scenario: the sparse scenario (the paper's Table 1: ``mixed``).
-        dataset: one dataset, or None for every dataset run plus BloodMNIST (the paper's Table 1).
-        metrics: test metrics, each as ``<metric>, best epoch (%)`` and ``<metric>, final epoch (%)``.
-
-    Returns:
-        Columns: ``dataset``, ``model``, ``method``, ``scenario``, ``runs``, ``best epoch``, the metric
-        columns, ``majority class (%)``, ``published (%)``, ``published source``.
-    """
+    """Table 1: test metrics of the model at its best-validation epoch (the paper's "best accuracy") and at the
+    final epoch, dense and ``scenario`` sparse (the paper: ``mixed``), beside the published figures: one row per
+    dataset (``dataset``, or None: every dataset run plus BloodMNIST) x model x method (dense, then each sparse
+    method run in ``scenario``) x published figure. These are the BloodMNIST (28 px) dense baselines of
+    :data:`PUBLISHED_BLOODMNIST_28`, the primary paper's Table 1 ``mixed`` figures (whose sparse method the
+    available quote does not name, so they stand beside every sparse method) and its approximate VisA figure
+    (:data:`helpers.published.PUBLISHED_PRIMARY`). Measured values are the mean over the completed runs (with
+    the 95 % interval when seeds > 1); a model or method not run reads NaN. Columns: ``dataset``, ``model``,
+    ``method``, ``scenario``, ``runs`` (how many completed, which did not), ``best epoch``, ``<metric>, best
+    epoch (%)`` and ``<metric>, final epoch (%)`` per metric, ``majority class (%)``, ``published (%)``,
+    ``published source``."""
     _require(runs, [*ID_COLUMNS, "test_accuracy"], "reference_accuracy_table")
     published = _table1_published(scenario)
-    if dataset is None:
-        datasets = _ordered_present([*runs["dataset"].dropna().unique(), "bloodmnist"], list(DATASET_LABELS))
-    else:
-        datasets = [dataset]
+    datasets = [dataset] if dataset is not None else _ordered_present(
+        [*runs["dataset"].dropna().unique(), "bloodmnist"], list(DATASET_LABELS))
     multi_seed = runs["seed"].nunique() > 1
 
     def cell(rows: pd.DataFrame, column: str, scale: float = 100.0) -> object:
@@ -612,9 +510,8 @@ def reference_accuracy_table(
                 rows = rows_m[rows_m["method"] == method]
                 if method != "dense":
                     rows = rows[rows["scenario"] == scenario]
-                done = _completed(rows)
-                left = _left_out(rows)
-                count = f"{len(done)} completed" + (f", {status_note(rows).removeprefix('left out of the means: ')}" if len(left) else "")
+                done, note = _completed(rows), status_note(rows).removeprefix("left out of the means: ")
+                count = f"{len(done)} completed" + (f", {note}" if note else "")
                 row = {"dataset": _label("dataset", ds), "model": _label("model", model), "method": method,
                        "scenario": "none" if method == "dense" else scenario, "runs": count if len(rows) else "not run",
                        "best epoch": cell(done, "best_epoch", 1.0)}  # fmt: skip
@@ -654,8 +551,7 @@ def _per_sample(inference: pd.DataFrame) -> pd.DataFrame:
     _require(inference, [*ID_COLUMNS, "variant", "batch_size", "latency_ms_mean"], "inference figures")
     if inference.empty:
         raise ValueError("the inference table is empty; the study's runs have no inference measurements yet")
-    smallest = inference["batch_size"].min()
-    data = inference[inference["batch_size"] == smallest].copy()
+    data = inference[inference["batch_size"] == inference["batch_size"].min()].copy()
     data["latency_ms_per_sample"] = pd.to_numeric(data["latency_ms_mean"], errors="coerce")
     return data
 
@@ -667,12 +563,9 @@ def _stack_scenarios(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def inference_latency(inference: pd.DataFrame, figures_dir: str | Path, *, runs: pd.DataFrame | None = None) -> Figure:
-    """Average CPU inference time per sample, masked vs physically compacted (the paper's Figure 18).
-
-    Panels: rows = dataset x model, columns = variant; bars grouped by scenario, one per method. The
-    compacted bars carry their runs' MACs ratio. With ``runs``, the runs that have no measurement (diverged,
-    failed) are counted in the title and crossed where their bar would be.
-    """
+    """Average CPU inference time per sample, masked vs physically compacted (the paper's Figure 18): rows = dataset
+    x model, columns = variant; bars by scenario, one per method, the compacted ones with their runs' MACs ratio.
+    With ``runs``, runs without a measurement (diverged, failed) are counted in the title and crossed."""
     data = _stack_scenarios(_per_sample(inference))
     batch = int(data["batch_size"].iloc[0])
     return _variant_bars(
@@ -686,9 +579,8 @@ def _variant_bars(
     data: pd.DataFrame, figures_dir: str | Path, *, value: str, ylabel: str, kind: str, what: str,
     sources: str | None = None, runs: pd.DataFrame | None = None, lookup=None,
 ) -> Figure:
-    """Panels: rows = dataset x model, columns = variant (masked, compacted); bars grouped by scenario, one per
-    method; hatched by ``sources`` (an energy-source column) when given. The compacted bars carry the MACs
-    ratio (``lookup``); runs of ``runs`` that did not complete are crossed under their slot and counted."""
+    """The figure of :func:`inference_latency` and :func:`inference_energy` (MACs ratios from ``lookup``), bars
+    hatched by ``sources`` (an energy-source column) when given."""
     data = _completed(_with_run_columns(data, runs, ("status", "training_form")))
     left = _left_out(runs) if runs is not None and "status" in runs.columns else data.iloc[0:0]
     palette = method_palette([*data["method"].unique(), *left.get("method", pd.Series(dtype=str)).unique()])
@@ -699,7 +591,7 @@ def _variant_bars(
     datasets, models, present = _panel_pairs(data)
     panels = [(d, m) for d in datasets for m in models if (d, m) in present]
     width = max(3.4, 0.22 * len(methods) * len(scenarios) + 1.4)
-    hatch_of: dict[str, str] = {}
+    hatch_of: dict[str, str] | None = {} if sources is not None else None
     with _theme():
         fig, axes = plt.subplots(len(panels), len(variants), figsize=(width * len(variants), 2.9 * len(panels)),
                                  squeeze=False, sharey="row", layout="constrained")
@@ -708,14 +600,7 @@ def _variant_bars(
                 ax = axes[i][j]
                 panel = data[(data["dataset"] == dataset) & (data["model"] == model) & (data["variant"] == variant)]
                 st = summarize(panel, value, ["scenario", "method"])
-                hatches = None
-                if sources is not None:
-                    st["source"] = [
-                        _group_source(panel[(panel["scenario"] == r.scenario) & (panel["method"] == r.method)], sources)
-                        for r in st.itertuples()
-                    ]
-                    hatch_of = _hatch_map(set(hatch_of) | set(st["source"]))
-                    hatches = {idx: hatch_of[src] for idx, src in st["source"].items()}
+                hatches, hatch_of = _source_hatches(st, panel, ["scenario", "method"], sources, hatch_of)
                 notes: dict[tuple[object, str], str] = {}
                 for scenario in scenarios:
                     mine = left[(left["dataset"] == dataset) & (left["model"] == model)] if len(left) else left
@@ -728,12 +613,7 @@ def _variant_bars(
                 ax.set_title(f"{_label('dataset', dataset)} / {_label('model', model)} — {variant}")
                 ax.set_ylabel(ylabel if j == 0 else "")
                 ax.set_xlabel("scenario")
-        handles, labels = _method_handles(methods, palette)
-        if sources is not None:
-            _legend_outside(fig, handles, labels, "method", anchor_y=0.7)
-            _source_legend(fig, hatch_of, anchor_y=0.25)
-        else:
-            _legend_outside(fig, handles, labels, "method")
+        _method_legend(fig, methods, palette, hatch_of)
         text = f"{what}; {_seed_note(data)}"
         pooled = _pooled_forms(data)
         if pooled:  # inference does not depend on how a mask was trained, but say what the mean holds
@@ -747,16 +627,10 @@ def _variant_bars(
 
 
 def compaction_table(inference: pd.DataFrame, *, mean_over_seeds: bool = False) -> pd.DataFrame:
-    """Masked vs physically compacted, one row per run: latency, MACs, non-zero parameters, file size, and the
-    compacted model's largest logit difference from the masked one.
-
-    ``speedup`` = masked latency / compacted latency (what the CPU delivers); ``macs_ratio`` = masked MACs /
-    compacted MACs (what the arithmetic promises). Uses the smallest batch size measured.
-
-    Args:
-        inference: the ``inference`` table with the run ids joined in.
-        mean_over_seeds: average the numbers over seeds (one row per dataset, model, method, scenario).
-    """
+    """Masked vs physically compacted, one row per run of ``inference`` (run ids joined in; per dataset, model,
+    method and scenario with ``mean_over_seeds``) at the smallest batch size: latency, MACs, non-zero parameters,
+    file size, the compacted model's largest logit difference from the masked one, ``speedup`` = masked /
+    compacted latency (delivered) and ``macs_ratio`` = masked / compacted MACs (promised by the arithmetic)."""
     data = _per_sample(inference)
     _require(data, ["run_id", "macs", "params_nonzero", "model_size_mb", "max_abs_logit_diff"], "compaction_table")
     missing = {"masked", "compacted"} - set(data["variant"])
@@ -788,13 +662,10 @@ def compaction_table(inference: pd.DataFrame, *, mean_over_seeds: bool = False) 
 
 
 def speedup_vs_macs(inference: pd.DataFrame, figures_dir: str | Path, *, runs: pd.DataFrame | None = None) -> Figure:
-    """Measured speedup of the compacted model over its masked twin against the MACs ratio (an extension).
-
-    Each point is one run: x = MACs(masked) / MACs(compacted), the speedup the arithmetic promises (the
-    inverse of the MACs ratio the other figures write, since a masked model computes the dense MACs);
-    y = latency(masked) / latency(compacted), the speedup the CPU delivers. The diagonal is "as promised".
-    With ``runs``, runs without a measurement (diverged, failed) are counted in the title.
-    """
+    """Measured speedup of the compacted model over its masked twin against the MACs ratio (an extension): one
+    point per run at x = MACs(masked) / MACs(compacted), the promised speedup (the inverse of the MACs ratio the
+    other figures write, as a masked model computes the dense MACs), y = latency(masked) / latency(compacted),
+    the delivered one; the diagonal is "as promised". With ``runs``, runs without a measurement are counted."""
     points = compaction_table(inference).dropna(subset=["macs_ratio", "speedup"])
     if points.empty:
         raise ValueError("no run has both a masked and a compacted latency and MACs count; nothing to plot")
@@ -894,11 +765,6 @@ def _is_measured(energy: pd.Series, source: pd.Series) -> pd.Series:
     return value.notna() & source.fillna(_UNAVAILABLE).ne(_UNAVAILABLE)
 
 
-def _group_source(rows: pd.DataFrame, source_col: str) -> str:
-    sources = sorted({str(s) for s in rows[source_col].fillna(_UNAVAILABLE)})
-    return sources[0] if len(sources) == 1 else "mixed"
-
-
 def _hatch_map(sources: Iterable[str]) -> dict[str, str]:
     mapping = {}
     spare = iter(_SPARE_HATCHES)
@@ -912,25 +778,44 @@ def _hatch_map(sources: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def _source_legend(fig: Figure, hatch_of: Mapping[str, str], *, anchor_y: float) -> None:
+def _group_source(rows: pd.DataFrame, source_col: str) -> str:
+    sources = sorted({str(s) for s in rows[source_col].fillna(_UNAVAILABLE)})
+    return sources[0] if len(sources) == 1 else "mixed"
+
+
+def _source_hatches(
+    st: pd.DataFrame, panel: pd.DataFrame, keys: list[str], source: str | None, hatch_of: dict[str, str] | None
+) -> tuple[dict[object, str] | None, dict[str, str] | None]:
+    """Hatch each bar (row of ``st``, from ``summarize(panel, ..., keys)``) by the energy source of its rows in
+    ``panel`` ("mixed" when they differ): ``(row index -> hatch, hatch_of)``, ``hatch_of`` (source -> hatch,
+    shared by a figure's panels) grown by this panel's sources; ``(None, hatch_of)`` without ``source``."""
+    if source is None:
+        return None, hatch_of
+    groups = dict(list(panel.groupby(keys, sort=False)))
+    st["source"] = [_group_source(groups[tuple(k)], source) for k in st[keys].itertuples(index=False)]
+    hatch_of = _hatch_map(set(hatch_of) | set(st["source"]))
+    return {i: hatch_of[s] for i, s in st["source"].items()}, hatch_of
+
+
+def _method_legend(
+    fig: Figure, methods: Sequence[str], palette: Mapping[str, str], hatch_of: Mapping[str, str] | None
+) -> None:
+    """The method legend, and with ``hatch_of`` (energy source -> hatch) the energy-source legend below it."""
+    handles, labels = _handles(methods, palette, METHOD_LABELS)
+    _legend_outside(fig, handles, labels, "method", anchor_y=0.5 if hatch_of is None else 0.7)
+    if hatch_of is None:
+        return
     shown = {s: h for s, h in hatch_of.items() if s != _UNAVAILABLE}
     handles = [Patch(facecolor="white", edgecolor="black", hatch=h) for h in shown.values()]
-    labels = list(shown)
     handles.append(Patch(facecolor="white", edgecolor="white"))
-    labels.append("n/a = not measured")
-    fig.legend(handles, labels, title="energy source", loc="center left", bbox_to_anchor=(1.0, anchor_y), frameon=False)
+    fig.legend(handles, [*shown, "n/a = not measured"], title="energy source", loc="center left",
+               bbox_to_anchor=(1.0, 0.25), frameon=False)  # fmt: skip
 
 
 def energy_statement(table: pd.DataFrame, energy: str, source: str, what: str) -> str:
-    """A plain sentence on what energy was measured: which sources, how many rows, or that nothing was.
-
-    Args:
-        table: ``runs`` (``train_energy_j`` / ``train_energy_source``) or ``inference``
-            (``energy_j`` / ``energy_source``).
-        energy: the energy column (joules).
-        source: the matching source column.
-        what: the words for the quantity, e.g. "training energy".
-    """
+    """A plain sentence on what ``energy`` (a column in joules of ``table``: ``runs``' ``train_energy_j`` or
+    ``inference``'s ``energy_j``, with its ``source`` column) was measured: which sources, how many rows, or
+    that nothing was; ``what`` names the quantity, e.g. "training energy"."""
     _require(table, [energy, source], "energy_statement")
     measured = _is_measured(table[energy], table[source])
     sources = sorted({str(s) for s in table[source].fillna(_UNAVAILABLE)})
@@ -951,11 +836,8 @@ def energy_statement(table: pd.DataFrame, energy: str, source: str, what: str) -
 def training_energy(
     runs: pd.DataFrame, figures_dir: str | Path, *, inference: pd.DataFrame | None = None
 ) -> dict[str, Figure]:
-    """Total training energy per method, one figure per scenario (the paper's Figures 15-17) and per training
-    form (one column each when the study ran several; the form is in the title), bars hatched by energy
-    source; with ``inference``, each bar carries its runs' MACs ratio. Returns an empty dict when no run has
-    a measured energy (nothing is drawn as 0).
-    """
+    """Total training energy per method, one figure per scenario (the paper's Figures 15-17), drawn as
+    :func:`training_time` and hatched by energy source; an empty dict when no run has a measured energy."""
     _require(runs, [*ID_COLUMNS, "train_energy_j", "train_energy_source"], "training_energy")
     measured = _is_measured(runs["train_energy_j"], runs["train_energy_source"])
     if not measured.any():
@@ -967,13 +849,9 @@ def training_energy(
 
 
 def inference_energy(inference: pd.DataFrame, figures_dir: str | Path, *, runs: pd.DataFrame | None = None) -> Figure | None:
-    """CPU inference energy, masked vs compacted (the paper's Figure 19), bars hatched by energy source.
-
-    The value is ``energy_j`` as recorded: the energy of the whole measurement (model load from disk,
-    warm-up and ``samples`` timed images). Returns ``None`` when nothing was measured (nothing is drawn as 0).
-    The compacted bars carry their runs' MACs ratio; with ``runs``, runs without a measurement (diverged,
-    failed) are counted in the title and crossed where their bar would be.
-    """
+    """CPU inference energy, masked vs compacted (the paper's Figure 19), drawn as :func:`inference_latency`
+    with bars hatched by energy source; ``None`` when nothing was measured. The value is ``energy_j`` as
+    recorded: the whole measurement (model load from disk, warm-up and ``samples`` timed images)."""
     data = _per_sample(inference)
     _require(data, ["energy_j", "energy_source", "samples"], "inference_energy")
     measured = _is_measured(data["energy_j"], data["energy_source"])
@@ -994,12 +872,8 @@ _VERDICT_COLOURS = {"holds": "#1b7837", "does not hold": "#b2182b", "inconclusiv
 
 
 def claims_verdicts(claims: pd.DataFrame, figures_dir: str | Path | None = None) -> Figure:
-    """One cell per claim x (dataset, model, scope), coloured by verdict: where the paper's findings hold here.
-
-    Args:
-        claims: the claims table (``results/claims.csv``, :func:`helpers.claims.evaluate_claims`).
-        figures_dir: where to save ``claims_verdicts.png|svg``; not saved when None.
-    """
+    """One cell per claim x (dataset, model, scope) of ``claims`` (:func:`helpers.claims.evaluate_claims`),
+    coloured by verdict; saved as ``claims_verdicts.png|svg`` in ``figures_dir`` unless it is None."""
     _require(claims, ("claim_id", "dataset", "model", "scope", "verdict"), "claims")
     table = claims.assign(case=claims["dataset"] + " · " + claims["model"] + " · " + claims["scope"].astype(str))
     ids = sorted(table["claim_id"].unique(), key=lambda c: (int("".join(ch for ch in c if ch.isdigit())), c))

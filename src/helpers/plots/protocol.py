@@ -29,8 +29,6 @@ from helpers.plots.style import (
 from helpers.published import PAPER_PROTOCOL
 
 
-# ------------------------------------------------ the paper's Figure 2 and Tables 2-3: data, scenarios, setup
-
 _SPLITS = ("train", "val", "test")
 
 
@@ -40,19 +38,13 @@ def _as_mapping(params) -> Mapping[str, object]:
 
 
 def split_table(params: Mapping[str, object], load_splits) -> pd.DataFrame:
-    """Images per class in every split of every dataset, loaded the way the study's runs load them.
-
-    Args:
-        params: the study's validated parameters (``helpers.config.load_params``): datasets, models, the
-            split subsets, ``model_options`` (a model's own subsets), ``dataset_options``, ``data_root``,
-            ``image_size``, ``data_seed``.
-        load_splits: the data loader, ``helpers.data.load_splits`` (passed in: this module reads tables only).
-
-    Returns:
-        One row per dataset x split x class: ``dataset``, ``models`` (the models trained on these splits;
-        models with their own subsets get their own rows), ``split``, ``class``, ``images``, and
-        ``same_as`` (``test`` for a validation split that is the test split itself, as in VisA's protocol).
-    """
+    """Images per class in every split of every dataset, loaded as the study's runs load them, from ``params``
+    (``helpers.config.load_params``: datasets, models, split subsets, ``model_options`` with a model's own
+    subsets, ``dataset_options``, ``data_root``, ``image_size``, ``data_seed``) with ``load_splits``
+    (``helpers.data.load_splits``, passed in: this module reads tables only). One row per dataset x split x class:
+    ``dataset``, ``models`` (those trained on these splits; models with their own subsets get their own rows),
+    ``split``, ``class``, ``images``, ``same_as`` (``test`` for a validation split that is the test split itself,
+    as in VisA's protocol)."""
     params = _as_mapping(params)
     rows = []
     dataset_options = params.get("dataset_options") or {}
@@ -78,13 +70,9 @@ def split_table(params: Mapping[str, object], load_splits) -> pd.DataFrame:
 
 
 def dataset_table(splits: pd.DataFrame) -> pd.DataFrame:
-    """The numbers behind Figure 2: per dataset (and models group), classes, images per split, each split's
-    share of the whole, and the class balance: the largest class's share of the test split (the accuracy of
-    always answering it) and the largest / smallest class ratio of the training split.
-
-    Args:
-        splits: :func:`split_table`.
-    """
+    """The numbers behind Figure 2 from :func:`split_table`: per dataset (and models group), classes, images
+    per split, each split's share of the whole, and the class balance: the largest class's share of the test
+    split (the accuracy of always answering it) and the largest / smallest class ratio of the training split."""
     _require(splits, ["dataset", "models", "split", "class", "images"], "dataset_table")
     rows = []
     for (dataset, models), group in splits.groupby(["dataset", "models"], sort=False):
@@ -107,13 +95,9 @@ def dataset_table(splits: pd.DataFrame) -> pd.DataFrame:
 
 
 def class_balance(splits: pd.DataFrame, figures_dir: str | Path) -> Figure:
-    """Figure 2 (paper): the datasets as the study ran them: each class's share of each split, one panel per
-    dataset (and per models group with its own subsets), split sizes in the panel title.
-
-    Args:
-        splits: :func:`split_table`.
-        figures_dir: where ``fig02_class_balance.{png,svg}`` go.
-    """
+    """Figure 2 (paper), ``fig02_class_balance.{png,svg}`` in ``figures_dir``: the datasets of ``splits``
+    (:func:`split_table`) as the study ran them, each class's share of each split, one panel per dataset (and
+    models group with its own subsets), split sizes in the panel title."""
     _require(splits, ["dataset", "models", "split", "class", "images"], "class_balance")
     panels = list(dict.fromkeys(zip(splits["dataset"], splits["models"])))
     if not panels:
@@ -148,11 +132,8 @@ def class_balance(splits: pd.DataFrame, figures_dir: str | Path) -> Figure:
 
 
 def scenario_table(params: Mapping[str, object]) -> pd.DataFrame:
-    """Table 2 (paper): the sparsity scenarios the study ran, with what each removes and how.
-
-    Args:
-        params: the validated parameters (scenarios resolved to ``{name, conv, linear}``).
-    """
+    """Table 2 (paper): the sparsity scenarios of ``params`` (validated: scenarios resolved to ``{name, conv,
+    linear}``), with what each removes and how."""
     params = _as_mapping(params)
     rows = []
     for scenario in params["scenarios"]:
@@ -182,14 +163,10 @@ def _protocol_value(params: Mapping[str, object], key: str) -> object:
 
 
 def configuration_table(params: Mapping[str, object]) -> pd.DataFrame:
-    """Table 3 (paper): the study's configuration beside the paper's protocol
+    """Table 3 (paper): the configuration of ``params`` (validated) beside the paper's protocol
     (:data:`helpers.published.PAPER_PROTOCOL`), each setting marked as the paper's or not, then the settings
     the paper does not fix (models, datasets, methods, subsets, image size, per-model budgets, threads,
-    inference samples).
-
-    Args:
-        params: the validated parameters.
-    """
+    inference samples)."""
     params = _as_mapping(params)
     rows = []
     for key, paper in PAPER_PROTOCOL.items():

@@ -1,9 +1,5 @@
-"""The look shared by every figure: palettes and labels, the paper's figure numbers, the figure theme,
-panel grids, grouped bars, saving, and the table helpers every study's figures use (intervals over seeds,
-run ids, the dense baseline, Pareto fronts, summary tables).
-
-Nothing here draws a study's figure; :mod:`helpers.plots.primary`, :mod:`~helpers.plots.protocol`,
-:mod:`~helpers.plots.criteria` and :mod:`~helpers.plots.granularity` do, from these pieces.
+"""The look shared by every figure (palettes, labels, the paper's figure numbers, theme, panel grids, bars,
+saving) and the table helpers the studies' figures use (seed intervals, run ids, dense baseline, Pareto fronts).
 """
 
 from __future__ import annotations
@@ -71,9 +67,8 @@ _SCENARIO_LABELS: dict[str, str] = {
     "linear_only": "linear_only (conv 0 %, linear 80 %)",
 }
 
-# The primary study's figure numbers: (figure kind, scenario) -> number. Figures 3-8 are read as two
-# families of three (training accuracy per scenario, then training loss per scenario), like Figures 9-11,
-# 12-14 and 15-17; change this one table if the paper's order turns out otherwise.
+# The primary study's figure numbers: (figure kind, scenario) -> number. Figures 3-8 are read as two families of
+# three (training accuracy, then loss, per scenario), like Figures 9-11, 12-14 and 15-17.
 PAPER_FIGURES: dict[tuple[str, str | None], int] = {
     **{("training_accuracy", s): 3 + i for i, s in enumerate(SCENARIO_ORDER)},
     **{("training_loss", s): 6 + i for i, s in enumerate(SCENARIO_ORDER)},
@@ -143,15 +138,11 @@ def method_palette(methods: Iterable[str] = ()) -> dict[str, str]:
 
 
 def _method_order(methods: Iterable[str]) -> list[str]:
-    present = set(methods)
-    known = [m for m in METHOD_ORDER if m in present]
-    return known + sorted(present - set(METHOD_ORDER))
+    return _ordered_present(methods, METHOD_ORDER)
 
 
 def _scenario_order(scenarios: Iterable[str]) -> list[str]:
-    present = {s for s in scenarios if isinstance(s, str)}
-    known = [s for s in SCENARIO_ORDER if s in present]
-    return known + sorted(present - set(SCENARIO_ORDER))
+    return _ordered_present(scenarios, SCENARIO_ORDER)
 
 
 def _label(kind: str, value: object) -> str:
@@ -172,16 +163,9 @@ def _file_stem(kind: str, scenario: str | None = None) -> str:
 
 
 def mean_interval(values: Sequence[float] | np.ndarray | pd.Series, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t confidence interval of the mean of ``values`` (NaNs dropped).
-
-    Args:
-        values: observations, e.g. one metric over seeds.
-        confidence: coverage of the interval.
-
-    Returns:
-        ``(mean, low, high)``; with fewer than two finite values the interval collapses onto the mean,
-        and with none all three are NaN.
-    """
+    """``(mean, low, high)``: the mean of ``values`` (e.g. one metric over seeds; non-finite values dropped) and
+    its two-sided Student-t interval of coverage ``confidence``. With one finite value the interval collapses
+    onto the mean; with none all three are NaN."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -200,16 +184,8 @@ def _interval(values: pd.Series) -> tuple[float, float]:
 
 
 def summarize(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
-    """Mean over seeds with a 95 % interval: one row per ``by`` group.
-
-    Args:
-        df: tidy table.
-        value: numeric column to summarise.
-        by: grouping columns (the ids other than ``seed``, usually).
-
-    Returns:
-        A table with the ``by`` columns and ``mean``, ``ci_low``, ``ci_high``, ``n`` (finite values).
-    """
+    """Mean over seeds of the numeric column ``value`` with its 95 % interval, one row per ``by`` group (the
+    ids other than ``seed``, usually): the ``by`` columns, ``mean``, ``ci_low``, ``ci_high``, ``n`` (finite values)."""
     _require(df, [value, *by], "summarize")
     rows = []
     for key, group in df.groupby(list(by), sort=False, dropna=False):
@@ -221,17 +197,22 @@ def summarize(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
 
 
 def with_run_ids(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the run's id columns (dataset, model, method, scenario, seed) joined in on ``run_id``.
-
-    Columns the table already has are kept as they are.
-    """
+    """``table`` with the run's id columns (:data:`ID_COLUMNS`) joined in on ``run_id``; columns it has are kept."""
     _require(table, ["run_id"], "with_run_ids (table)")
     _require(runs, ["run_id"], "with_run_ids (runs)")
-    missing = [c for c in ID_COLUMNS if c not in table.columns and c in runs.columns]
+    return _with_run_columns(table, runs, ID_COLUMNS)
+
+
+def _with_run_columns(
+    table: pd.DataFrame, runs: pd.DataFrame | None, columns: Sequence[str] = ("status", "training_form")
+) -> pd.DataFrame:
+    """``table`` (epochs, inference) with the run's ``columns`` that it lacks joined in from ``runs`` on ``run_id``."""
+    if runs is None or "run_id" not in table.columns or "run_id" not in runs.columns:
+        return table
+    missing = [c for c in columns if c not in table.columns and c in runs.columns]
     if not missing:
         return table
-    ids = runs[["run_id", *missing]].drop_duplicates("run_id")
-    return table.merge(ids, on="run_id", how="left")
+    return table.merge(runs[["run_id", *missing]].drop_duplicates("run_id"), on="run_id", how="left")
 
 
 def scenarios_of(df: pd.DataFrame) -> list[str]:
@@ -242,31 +223,19 @@ def scenarios_of(df: pd.DataFrame) -> list[str]:
 
 
 def with_dense_baseline(df: pd.DataFrame, scenario: str) -> pd.DataFrame:
-    """Rows of ``scenario`` plus the dense baseline's rows, relabelled as that scenario.
-
-    A dense run has no sparsity; whatever scenario value it carries, it is the reference of every scenario.
-    Dense rows repeated per scenario (same ``run_id``) are kept once.
-    """
+    """Rows of ``scenario`` plus the dense baseline's rows (kept once when repeated per scenario), relabelled as
+    that scenario: a dense run has no sparsity, so whatever scenario it carries it is every scenario's reference."""
     _require(df, ["scenario", "method"], "with_dense_baseline")
     sparse = df[(df["method"] != "dense") & (df["scenario"] == scenario)]
     dense = df[df["method"] == "dense"]
-    if "run_id" in dense.columns:
-        keys = [c for c in ("run_id", "epoch", "phase", "variant", "batch_size") if c in dense.columns]
-        dense = dense.drop_duplicates(keys)
-    else:
-        keys = [c for c in ("dataset", "model", "seed", "epoch", "phase", "variant", "batch_size") if c in dense.columns]
-        dense = dense.drop_duplicates(keys)
-    dense = dense.assign(scenario=scenario)
-    return pd.concat([dense, sparse], ignore_index=True)
+    run = ("run_id",) if "run_id" in dense.columns else ("dataset", "model", "seed")
+    dense = dense.drop_duplicates([c for c in (*run, "epoch", "phase", "variant", "batch_size") if c in dense.columns])
+    return pd.concat([dense.assign(scenario=scenario), sparse], ignore_index=True)
 
 
 def pareto_front(df: pd.DataFrame, cost: str, benefit: str) -> pd.Series:
-    """Which rows are Pareto-optimal: no other row has a lower-or-equal ``cost`` and a higher-or-equal
-    ``benefit`` with at least one strictly better.
-
-    Returns:
-        A boolean Series aligned with ``df`` (rows with a NaN in either column are never optimal).
-    """
+    """Which rows are Pareto-optimal (no other row has a lower-or-equal ``cost`` and a higher-or-equal ``benefit``,
+    one strictly): a boolean Series aligned with ``df``; a row with a NaN in either column is never optimal."""
     _require(df, [cost, benefit], "pareto_front")
     c = df[cost].to_numpy(dtype=float)
     b = df[benefit].to_numpy(dtype=float)
@@ -281,16 +250,10 @@ def pareto_front(df: pd.DataFrame, cost: str, benefit: str) -> pd.Series:
 def summary_table(df: pd.DataFrame, value: str, *, scale: float = 1.0, digits: int = 2) -> pd.DataFrame:
     """The numbers behind a figure: ``value`` per dataset, model and method (rows) and scenario (columns).
 
-    A cell is the mean over seeds, followed by its 95 % interval ``[low, high]`` when there are several
-    seeds; NaN where the study has no such run or nothing was measured. The dense baseline's column is
-    its own scenario value (``none``).
-
-    Args:
-        df: a tidy table with the id columns (``runs``, or :func:`last_epoch` of ``epochs``).
-        value: the numeric column to show.
-        scale: factor applied first (100 for fractions shown in percent).
-        digits: decimals shown.
-    """
+    ``df``: a tidy table with the id columns (``runs``, or :func:`last_epoch` of ``epochs``); ``value`` is
+    multiplied by ``scale`` (100: fractions in percent) and shown with ``digits`` decimals. A cell is the mean
+    over seeds, with its 95 % interval ``[low, high]`` when several; NaN where nothing ran or was measured. The
+    dense baseline's column is its own scenario value (``none``)."""
     _require(df, [*ID_COLUMNS, value], "summary_table")
     frame = df.assign(_v=pd.to_numeric(df[value], errors="coerce") * scale)
     st = summarize(frame, "_v", ["dataset", "model", "method", "scenario"])
@@ -339,12 +302,9 @@ def save_figure(fig: Figure, figures_dir: str | Path, name: str) -> list[Path]:
 
 @contextlib.contextmanager
 def _rc(settings: Mapping[str, object]):
-    """Set only these rcParams for the block and put back only these.
-
-    Not ``plt.rc_context``: that restores *every* rcParam, including ``interactive``, which Jupyter's
-    inline backend switches on when the first figure of a kernel is created; restoring it would stop
-    every later figure from being displayed.
-    """
+    """Set only these rcParams for the block and put back only these. Not ``plt.rc_context``: that restores
+    *every* rcParam, including ``interactive``, which Jupyter's inline backend switches on when a kernel's
+    first figure is created; restoring it would stop every later figure from being displayed."""
     saved = {key: matplotlib.rcParams[key] for key in settings}
     matplotlib.rcParams.update(settings)
     try:
@@ -361,24 +321,33 @@ def _theme():
 def _panel_pairs(df: pd.DataFrame) -> tuple[list[str], list[str], set[tuple[str, str]]]:
     datasets = [d for d in DATASET_LABELS if d in set(df["dataset"])] + sorted(set(df["dataset"]) - set(DATASET_LABELS))
     models = [m for m in MODEL_LABELS if m in set(df["model"])] + sorted(set(df["model"]) - set(MODEL_LABELS))
-    present = set(zip(df["dataset"], df["model"]))
-    return datasets, models, present
+    return datasets, models, set(zip(df["dataset"], df["model"]))
 
 
-def _panel_grid(df: pd.DataFrame, *, panel_w: float = 3.6, panel_h: float = 2.8, sharey: bool = False):
-    """A grid of panels, rows = datasets, columns = models; panels with no data are removed."""
+def _panel_grid(
+    df: pd.DataFrame, *, panel_w: float = 3.6, panel_h: float = 2.8, sharey: bool = False,
+    forms: Sequence[str] | None = None,
+):
+    """A grid of panels, rows = datasets, columns = models; panels with no data are removed. Returns the
+    figure and ``{(dataset, model): ax}``; with ``forms`` (the values of ``df["_facet"]``), one column per
+    model x form (titled with the form when several) and ``{(dataset, model, form): ax}``."""
     datasets, models, present = _panel_pairs(df)
+    if forms is not None:
+        present = set(zip(df["dataset"], df["model"], df["_facet"]))
+    columns = [(m, f) for m in models for f in (forms or [None])]
     fig, axes = plt.subplots(
-        len(datasets), len(models), figsize=(panel_w * len(models), panel_h * len(datasets)),
+        len(datasets), len(columns), figsize=(panel_w * len(columns), panel_h * len(datasets)),
         squeeze=False, sharey=sharey, layout="constrained",
     )
     grid = {}
     for i, dataset in enumerate(datasets):
-        for j, model in enumerate(models):
+        for j, (model, form) in enumerate(columns):
             ax = axes[i][j]
-            if (dataset, model) in present:
-                ax.set_title(f"{_label('dataset', dataset)} / {_label('model', model)}")
-                grid[(dataset, model)] = ax
+            key = (dataset, model) if forms is None else (dataset, model, form)
+            if key in present:
+                title = f"{_label('dataset', dataset)} / {_label('model', model)}"
+                ax.set_title(title + (f"\ntrained {form}" if forms is not None and len(forms) > 1 else ""))
+                grid[key] = ax
             else:
                 ax.remove()
     return fig, grid
@@ -392,10 +361,6 @@ def _suptitle(fig: Figure, text: str) -> None:
 
 def _legend_outside(fig: Figure, handles: list, labels: list[str], title: str, *, anchor_y: float = 0.5) -> None:
     fig.legend(handles, labels, title=title, loc="center left", bbox_to_anchor=(1.0, anchor_y), frameon=False)
-
-
-def _method_handles(methods: Sequence[str], palette: Mapping[str, str]) -> tuple[list, list[str]]:
-    return [Patch(facecolor=palette[m], edgecolor="black", linewidth=0.5) for m in methods], [_label("method", m) for m in methods]
 
 
 def _bars(
@@ -412,11 +377,9 @@ def _bars(
 ) -> None:
     """Grouped bars: one group per ``groups`` value, one bar per method, whiskers from ``ci_low/ci_high``.
 
-    ``stats`` rows carry ``method``, ``mean``, ``ci_low``, ``ci_high``, ``n`` and ``group_col``; a row whose
-    mean is NaN is drawn as an "n/a" mark (never a zero bar); a missing row leaves a gap. ``notes``
-    ((group, method) -> text) are written upright at the foot of the bar's slot, drawn or not (the MACs
-    ratio, runs left out of the mean).
-    """
+    ``stats`` rows carry ``method``, ``mean``, ``ci_low``, ``ci_high``, ``n``, ``group_col``; a NaN mean is drawn
+    as "n/a" (never a zero bar), a missing row leaves a gap. ``notes`` ((group, method) -> text: MACs ratio, runs
+    left out of the mean) are written upright at the foot of the bar's slot, drawn or not."""
     # Grouped by method itself: one centred bar per group; otherwise the methods side by side in each group.
     one_per_group = group_col == "method"
     width = 0.7 if one_per_group else 0.8 / max(len(methods), 1)
@@ -455,10 +418,6 @@ def _hatch_colour(face: str) -> str:
     """Black hatching on light bars, white on dark ones (the dense baseline's grey), so the source stays legible."""
     r, g, b = matplotlib.colors.to_rgb(face)
     return "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.35 else "black"
-
-
-def _as_percent(df: pd.DataFrame, column: str) -> pd.Series:
-    return pd.to_numeric(df[column], errors="coerce") * 100.0
 
 
 def _seed_note(df: pd.DataFrame) -> str:

@@ -1,20 +1,13 @@
 """Pruning for the study: scenarios, the five methods, sparsity reports, compaction and model files.
 
-The protocol (Douzandeh Zenoozi et al., *A comparative study of neural network pruning strategies
-for industrial applications*, Frontiers in Computer Science 2025): conv layers lose whole output
-filters ranked by L1 norm, linear layers lose individual weights ranked by |w|, with exact per-layer
-counts; residual-coupled convolutions share their channels (:mod:`.structure`); masks are enforced
-after every optimizer step (:mod:`.masks`); methods are objects with training-loop hooks
-(:mod:`.methods`); SET follows Mocanu et al. 2018 from an Erdős–Rényi random graph at the scenario's
-fractions, or with ER / ERK densities as an extension (:mod:`.masks`);
-:func:`compact` removes pruned filters physically with torch-pruning (:mod:`.compact`).
-
-Modules: ``scenarios`` (what fraction), ``structure`` (which layers, which groups), ``masks`` (which
-units, enforcement, ER densities), ``methods`` (when), ``report`` (what was achieved), ``compact``
-(physical removal, MACs), ``io`` (model files), ``hooked`` (the ``torch.nn.utils.prune`` form, whose
-inference cost the study measures), ``sparse`` (CSR linear layers, chosen per layer by
-measurement: :func:`choose_linear_formats`), ``filters`` (which layers read a group's channels, and
-removing chosen channels by zeroing or compaction: the primitives of the companion studies).
+The protocol follows Douzandeh Zenoozi et al., *A comparative study of neural network pruning strategies
+for industrial applications* (Frontiers in Computer Science 2025). Modules: ``scenarios`` (what
+fraction), ``structure`` (which layers, which residual groups), ``masks`` (which units, enforcement, ER
+densities), ``methods`` (when), ``report`` (what was achieved), ``compact`` (physical removal with
+torch-pruning, MACs), ``io`` (model files), ``hooked`` (the ``torch.nn.utils.prune`` form, whose
+inference cost the study measures), ``sparse`` (CSR linear layers, chosen per layer by measurement) and
+``filters`` (which layers read a group's channels, and removing chosen channels: the companion studies'
+primitives).
 """
 
 from .compact import CompactionMap, compact, compact_with_map, count_macs

@@ -1,23 +1,16 @@
 """Physical compaction of a masked model, and MAC counting.
 
-:func:`compact` returns a smaller copy in which every filter that outputs exactly zero (see
-:func:`helpers.pruning.report.removed_filters`) is gone, together with everything that only served it:
-its BatchNorm entries, the input channels of the convolutions that read it, and -- in VGG -- the
-7 x 7 = 49 input columns of the first linear layer that the flatten maps it to. The index bookkeeping
-(residual couplings, the flatten) is torch-pruning's ``DependencyGraph`` (Fang et al., CVPR 2023).
-Within a residual group a channel is removed only if it is zero in every member. Since removed
-channels carried exact zeros, the compacted model's logits equal the masked model's up to
-floating-point summation order.
+:func:`compact` returns a smaller copy without every filter that outputs exactly zero
+(:func:`helpers.pruning.report.removed_filters`; in a residual group, zero in every member) and what
+only served it: its BatchNorm entries, the input channels of the convolutions that read it and, in
+VGG, the 7 x 7 = 49 input columns of the first linear layer that the flatten maps it to. The index
+bookkeeping is torch-pruning's ``DependencyGraph`` (Fang et al., CVPR 2023). Removed channels carried
+exact zeros, so the logits equal the masked model's up to floating-point summation order.
 
-:func:`compact` keeps unstructured linear sparsity as explicit zeros in dense tensors. Whether a
-layer runs faster in ``torch.sparse`` CSR depends on its shape, sparsity, batch size and the machine
-(with int64 indices CSR was 2x slower at batch 1 here; with int32 indices and ``torch.mv`` it can be
-faster), so that is decided per layer afterwards, by measurement on the running machine:
-:func:`helpers.pruning.choose_linear_formats` (the runner applies it to the compacted model before
-saving and benchmarking it, and records the choice in ``inference.csv``).
-
-With the ``linear_only`` scenario no filter is removed, so the compacted model has the masked model's
-parameters and MACs; only structured (conv) sparsity shrinks a model physically here.
+Unstructured linear sparsity stays as zeros in dense tensors (``linear_only`` compacts to the masked
+model's parameters and MACs). Whether a linear layer runs faster in CSR depends on its shape, sparsity,
+batch size and the machine, so the runner decides that per layer afterwards, by measurement
+(:func:`helpers.pruning.choose_linear_formats`), and records it in ``inference.csv``.
 """
 
 from __future__ import annotations
@@ -38,30 +31,23 @@ __all__ = ["compact", "compact_with_map", "CompactionMap", "count_macs"]
 
 
 @torch.no_grad()
-def _removable_channels(model: nn.Module, group) -> list[int]:
+def _zero_channels(model: nn.Module, group) -> torch.Tensor:
+    """Bool ``[C]``: the group's channels whose filter outputs exactly zero in every member."""
     dead = None
     for conv_name, norm_name in zip(group.convs, group.norms):
         norm = model.get_submodule(norm_name) if norm_name is not None else None
         member = removed_filters(model.get_submodule(conv_name), norm)
         dead = member if dead is None else dead & member
-    return _keep_one(torch.nonzero(dead).reshape(-1).tolist(), group.channels)
-
-
-def _keep_one(idxs: list[int], channels: int) -> list[int]:
-    if len(idxs) == channels:  # a layer cannot have zero channels; keep one (it outputs zero)
-        return idxs[1:]
-    return idxs
+    return dead
 
 
 def _plan(model: nn.Module, example_input: torch.Tensor, masks=None) -> list[tuple[Any, list[int]]]:
     """Which channels of each conv group go: the zero filters, or the channels ``masks`` removes."""
-    structure = find_structure(model, example_input)
-    if masks is None:
-        return [(group, _removable_channels(model, group)) for group in structure.conv_groups]
     plan = []
-    for group in structure.conv_groups:
-        removed = torch.nonzero(masks.channel[group.name].detach().cpu() == 0).reshape(-1).tolist()
-        plan.append((group, _keep_one(removed, group.channels)))
+    for group in find_structure(model, example_input).conv_groups:
+        gone = _zero_channels(model, group) if masks is None else masks.channel[group.name].detach().cpu() == 0
+        idxs = torch.nonzero(gone).reshape(-1).tolist()
+        plan.append((group, idxs[1:] if len(idxs) == group.channels else idxs))  # a layer keeps one channel
     return plan
 
 
@@ -96,15 +82,12 @@ def _prune(model: nn.Module, plan: list[tuple[Any, list[int]]], example_input: t
             removed.setdefault(names[module], {}).setdefault(dim, set()).update(plain)
         pruning_group.prune()
     return removed
+
+
 def compact(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
-    """A physically smaller copy of ``model`` without its removed filters.
+    """A physically smaller copy of ``model`` (masked or dense; not modified) without its removed filters.
 
-    Args:
-        model: a masked (or dense) model; it is not modified. Global RNG state is left as it was.
-        example_input: an input batch for tracing; default 2 x C x 32 x 32 random (a private generator).
-
-    Returns:
-        The compacted copy, in the same training mode as ``model``.
+    ``example_input`` as in :func:`compact_with_map`. The copy has ``model``'s training mode.
     """
     return compact_with_map(model, example_input)[0]
 
@@ -126,10 +109,7 @@ class CompactionMap:
 
         Dims of size 1 are left alone, so a ``[C, 1, 1, 1]`` mask view shrinks to ``[C', 1, 1, 1]``.
         """
-        index = self.kept.get(name)
-        if index is None:
-            return tensor
-        for dim, idx in enumerate(index):
+        for dim, idx in enumerate(self.kept.get(name, ())):
             if idx is not None and tensor.dim() > dim and tensor.shape[dim] > 1:
                 tensor = tensor.index_select(dim, idx.to(tensor.device))
         return tensor
@@ -231,26 +211,17 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """
     total = 0
 
-    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        k_h, k_w = module.kernel_size
-        total += output.numel() * (module.in_channels // module.groups) * k_h * k_w
-
-    def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += output.numel() * module.in_features
-
-    def sparse_hook(module: SparseLinear, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += (output.numel() // max(1, module.out_features)) * module.nnz
-
-    handles = []
-    for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
+            k_h, k_w = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * k_h * k_w
         elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
-        elif isinstance(module, SparseLinear):
-            handles.append(module.register_forward_hook(sparse_hook))
+            total += output.numel() * module.in_features
+        else:
+            total += (output.numel() // max(1, module.out_features)) * module.nnz
+
+    layers = (nn.Conv2d, nn.Linear, SparseLinear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
     forward_with_hooks(model, example_input, handles)
     return int(total)

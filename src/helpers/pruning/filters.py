@@ -1,11 +1,9 @@
 """Filter primitives shared by the companion studies: who reads a layer's channels, and removing channels.
 
 A conv group's channels (:class:`helpers.pruning.structure.ConvGroup`) are removed by zeroing them in
-every member (:func:`mask_filters`: filter weight and bias, BatchNorm scale and shift) or by building a
-physically smaller copy (:func:`prune_filters`, via :func:`helpers.pruning.compact`). Which channels to
-remove is the caller's choice (a criterion of :mod:`helpers.criteria`, a granularity of
-:mod:`helpers.granularity`); :func:`find_consumers` tells which layers read a group's channels, the layers
-whose outputs a removal changes.
+every member (:func:`mask_filters`) or in a physically smaller copy (:func:`prune_filters`). Which
+channels go is the caller's choice (:mod:`helpers.criteria`, :mod:`helpers.granularity`);
+:func:`find_consumers` tells which layers read a group's channels: those whose outputs a removal changes.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .compact import compact
-from .structure import Structure, build_dependency_graph, find_structure
+from .structure import Structure, build_dependency_graph, channel_tensors, find_structure
 
 __all__ = ["Consumer", "find_consumers", "mask_filters", "prune_filters"]
 
@@ -36,7 +34,6 @@ class Consumer:
 
     name: str
     block: int
-
 
 
 def _out_channel_fn(module: nn.Module) -> Callable:
@@ -56,7 +53,6 @@ def find_consumers(
     output channel 0), so residual streams and flattens are followed.
 
     Args:
-        model: the network.
         roots: module names of ``nn.Conv2d`` / ``nn.Linear`` layers (for a conv group, its first member).
         example_input: an input batch for tracing; default a random 2 x C x 32 x 32 batch.
 
@@ -117,18 +113,10 @@ def mask_filters(
             raise KeyError(f"{name!r} is not a conv group of this model; expected one of {', '.join(groups)}")
         if len(idxs) == 0:
             continue
-        group = groups[name]
         index = torch.as_tensor(list(idxs), dtype=torch.long)
-        for conv_name, norm_name in zip(group.convs, group.norms):
-            conv = model.get_submodule(conv_name)
-            conv.weight[index.to(conv.weight.device)] = 0
-            if conv.bias is not None:
-                conv.bias[index.to(conv.bias.device)] = 0
-            if norm_name is not None:
-                norm = model.get_submodule(norm_name)
-                if norm.weight is not None:
-                    norm.weight[index.to(norm.weight.device)] = 0
-                    norm.bias[index.to(norm.bias.device)] = 0
+        for conv_name, norm_name in zip(groups[name].convs, groups[name].norms):
+            for tensor in channel_tensors(model, conv_name, norm_name):
+                tensor[index.to(tensor.device)] = 0
 
 
 def prune_filters(

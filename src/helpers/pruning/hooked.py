@@ -1,17 +1,11 @@
 """The ``hooked`` form of a pruned model: ``torch.nn.utils.prune``'s reparametrisation, as the paper's models were.
 
-``torch.nn.utils.prune`` does not zero a weight; it renames the parameter to ``weight_orig``, adds a
-``weight_mask`` buffer and registers a forward pre-hook that recomputes ``weight = weight_orig *
-weight_mask`` before every forward pass. A model pruned with it and saved without
-``prune.remove`` (Douzandeh Zenoozi et al. 2025 benchmark such models) therefore stores every weight
-twice-sized (the original and its mask) and pays one element-wise multiply per pruned layer per call:
-the mask overhead the paper discusses. The study's inference table measures that form beside the
-``masked`` model (zeros baked into plain weights) and the ``compacted`` one.
-
-:func:`to_hooked` turns a masked model into that form with ``prune.custom_from_mask`` on every conv
-and linear weight that holds zeros (its mask: the non-zero pattern), so its logits equal the masked
-model's exactly. :func:`save_hooked` / :func:`load_hooked` write and read it as a plain state dict
-(``weights_only=True``), format ``helpers.pruning.hooked/1``.
+``torch.nn.utils.prune`` keeps a pruned parameter as ``weight_orig`` and a ``weight_mask`` buffer, and a
+forward pre-hook recomputes ``weight = weight_orig * weight_mask`` before every forward pass. Saved
+without ``prune.remove`` (as Douzandeh Zenoozi et al. 2025 benchmark their models), such a model stores
+every weight twice and pays one multiply per pruned layer per call: the mask overhead the paper
+discusses, which the study's inference table measures beside the ``masked`` and ``compacted`` forms.
+Files are plain state dicts (``weights_only=True``), format ``helpers.pruning.hooked/1``.
 """
 
 from __future__ import annotations
@@ -24,13 +18,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..files import atomic_write
-from .io import build_skeleton, check_meta
+from .io import build_skeleton, check_meta, write_model_file
 
 __all__ = ["to_hooked", "hooked_layers", "save_hooked", "load_hooked", "FORMAT_HOOKED"]
 
 FORMAT_HOOKED = "helpers.pruning.hooked/1"
-_PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
 def hooked_layers(model: nn.Module) -> list[str]:
@@ -40,17 +32,11 @@ def hooked_layers(model: nn.Module) -> list[str]:
 
 @torch.no_grad()
 def to_hooked(model: nn.Module) -> nn.Module:
-    """``model`` pruned the ``torch.nn.utils.prune`` way, in place: ``weight_orig``, ``weight_mask`` and a
-    forward pre-hook on every conv and linear layer whose weight holds zeros.
-
-    Args:
-        model: a masked model (pruned weights exactly zero).
-
-    Returns:
-        ``model``, whose outputs are unchanged.
-    """
+    """A masked ``model`` (pruned weights exactly zero) pruned the ``torch.nn.utils.prune`` way, in place:
+    ``weight_orig``, ``weight_mask`` and a forward pre-hook on every conv and linear layer whose weight
+    holds zeros. Returns ``model``, whose outputs are unchanged."""
     for module in model.modules():
-        if isinstance(module, _PRUNABLE) and not prune.is_pruned(module):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not prune.is_pruned(module):
             mask = module.weight.detach() != 0
             if not bool(mask.all()):
                 prune.custom_from_mask(module, "weight", mask.to(module.weight.dtype))
@@ -68,18 +54,7 @@ def save_hooked(model: nn.Module, path: str | Path, *, arch: str, meta: Mapping[
     """
     meta = dict(meta or {})
     check_meta(meta)
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    payload = {
-        "format": FORMAT_HOOKED,
-        "arch": arch,
-        "num_classes": linears[-1].out_features,
-        "in_channels": convs[0].in_channels,
-        "hooked": hooked_layers(model),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": meta,
-    }
-    atomic_write(Path(path), lambda fh: torch.save(payload, fh), mode="wb")
+    write_model_file(model, path, FORMAT_HOOKED, arch, meta, hooked=hooked_layers(model))
 
 
 def load_hooked(path: str | Path) -> nn.Module:

@@ -6,20 +6,12 @@ A model file is one ``torch.save``d dict of tensors and builtins only, so it loa
     {"format": "helpers.pruning.model/1", "arch": "resnet18", "num_classes": 8, "in_channels": 3,
      "state_dict": {...}, "meta": {...}}
 
-:func:`load_model` rebuilds the architecture with :func:`helpers.models.build_model` and then
-reshapes every conv, BatchNorm and linear layer to the shapes in the state dict, so a compacted model
-(fewer channels) loads as well as a masked one. Files are written atomically (temporary file, then
-rename), so a killed run never leaves a half-written model.
-
-A model with :class:`~helpers.pruning.sparse.SparseLinear` layers (linear weights in CSR, see
-:func:`helpers.pruning.choose_linear_formats`) is written as format ``helpers.pruning.model/2``: the
-same dict plus ``"sparse_linear": {name: {"in_features": .., "out_features": ..}}``, whose layers
-:func:`load_model` rebuilds as ``SparseLinear`` before loading the state dict. Models without them
-are still written as ``/1``, and both formats load.
-
-:func:`load_model` builds the architecture on PyTorch's ``meta`` device (shapes only, no memory, no
-random initialisation) and then assigns the stored tensors to it (``load_state_dict(assign=True)``):
-initialising a VGG16 at random only to overwrite every weight cost about a second per load.
+Models with :class:`~helpers.pruning.sparse.SparseLinear` layers are written as format
+``helpers.pruning.model/2``, which adds ``"sparse_linear": {name: {"in_features": .., "out_features": ..}}``;
+both formats load. Files are written atomically (temporary file, then rename). :func:`load_model`
+builds the architecture on PyTorch's ``meta`` device (initialising a VGG16 at random only to overwrite
+every weight cost about a second per load), reshapes conv, BatchNorm and linear layers to the stored
+shapes (so compacted models load too), rebuilds the ``SparseLinear`` layers and assigns the tensors.
 """
 
 from __future__ import annotations
@@ -89,39 +81,38 @@ def save_model(model: nn.Module, path: str | Path, *, meta: Mapping[str, Any] | 
     """
     meta = dict(meta or {})
     check_meta(meta)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    arch = meta.get("model") or infer_arch(state)
+    arch = meta.get("model") or infer_arch(model.state_dict())
     if arch not in MODELS:
         raise ValueError(f"meta['model'] is {arch!r}; expected one of {', '.join(MODELS)}")
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear))]
     sparse = {
         name: {"in_features": m.in_features, "out_features": m.out_features}
         for name, m in model.named_modules()
         if isinstance(m, SparseLinear)
     }
+    extra = {"sparse_linear": sparse} if sparse else {}
+    write_model_file(model, path, FORMAT_SPARSE if sparse else FORMAT, arch, meta, **extra)
+
+
+def write_model_file(model: nn.Module, path: str | Path, fmt: str, arch: str, meta: dict[str, Any],
+                     **extra: Any) -> None:  # fmt: skip
+    """Write ``model``'s file dict of format ``fmt`` (``meta`` already checked, ``extra`` entries last) atomically."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear))]
     payload = {
-        "format": FORMAT_SPARSE if sparse else FORMAT,
+        "format": fmt,
         "arch": arch,
         "num_classes": linears[-1].out_features,
         "in_channels": convs[0].in_channels,
-        "state_dict": state,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
+        **extra,
     }
-    if sparse:
-        payload["sparse_linear"] = sparse
     atomic_write(Path(path), lambda fh: torch.save(payload, fh), mode="wb")
 
 
 def load_model(path: str | Path, *, return_meta: bool = False) -> nn.Module | tuple[nn.Module, dict]:
-    """Load a model written by :func:`save_model` (with ``weights_only=True``).
-
-    Args:
-        path: the model file.
-        return_meta: also return the stored ``meta`` dict.
-
-    Returns:
-        The model in eval mode on the CPU (and its meta when ``return_meta``).
+    """Load a model written by :func:`save_model` (with ``weights_only=True``), in eval mode on the CPU;
+    with ``return_meta``, ``(model, meta)``.
 
     Raises:
         FileNotFoundError: there is no such file.

@@ -1,46 +1,31 @@
 """Pruning masks: exact-count selection, L1 / random / Erdős–Rényi initial masks, and fast enforcement.
 
-A :class:`MaskSet` holds one float mask (1 keep, 0 removed) per prunable unit:
+A :class:`MaskSet` holds one float mask (1 keep, 0 removed) per prunable unit: per conv group (see
+:mod:`helpers.pruning.structure`) a channel mask ``[C]``; a removed channel zeroes, in every member,
+the filter's weight and bias and the affine weight and bias of the BatchNorm right after it, so it
+outputs exactly zero in train and eval mode. Per linear layer a mask of the weight's shape (biases are
+not pruned).
 
-- per conv group (see :mod:`helpers.pruning.structure`) a channel mask of shape ``[C]``; a removed
-  channel zeroes, in every member conv, the filter's weight and bias, and the affine weight and bias of
-  the BatchNorm right after it, so the channel outputs exactly zero (in train and eval mode: BatchNorm's
-  output for a channel is ``weight * x_hat + bias``);
-- per linear layer a weight mask of the weight's shape (biases are not pruned).
+Enforcement (:meth:`MaskSet.apply`) is one ``torch._foreach_mul_`` over all masked tensors, with masks
+precomputed in the parameters' dtype and device: float masks multiply about 6x faster than bool masks
+on this project's CPU (42 ms vs 278 ms for 100 M weights, 2 threads), and conv masks are ``[C, 1, 1, 1]``
+views of the channel mask, also faster than full-shape masks (0.9 ms vs 1.9 ms for ResNet18). No
+per-element Python work and no host-device synchronisation per step (``benchmarks/bench_pruning.py``).
 
-Enforcement (:meth:`MaskSet.apply`) is one ``torch._foreach_mul_`` over all masked tensors with masks
-precomputed in the parameters' dtype and device: float masks multiply about 6x faster than bool
-masks on this project's CPU (42 ms vs 278 ms for 100 M weights, 2 threads), and conv masks are
-broadcast views (``[C, 1, 1, 1]``) of the channel mask, which was also faster than full-shape masks
-(0.9 ms vs 1.9 ms for ResNet18's 61 masked tensors). No per-element Python work and no host-device
-synchronisation happen per step; ``benchmarks/bench_pruning.py`` measures the overhead.
+Counts are exact per layer (:func:`helpers.pruning.scenarios.units_removed`); ties in a ranking go to the
+lower index, so a mask is a pure function of the scores.
 
-Counts are exact per layer (:func:`helpers.pruning.scenarios.units_removed`); ties in a ranking are
-broken by the lower index so a mask is a pure function of the scores.
-
-SET's initial densities (Mocanu et al., *Scalable training of artificial neural networks with
-adaptive sparse connectivity inspired by network science*, Nature Communications 9, 2383, 2018) are
-Erdős–Rényi: a linear layer with ``n_in`` inputs and ``n_out`` outputs keeps a fraction
-
-    d = eps * (n_in + n_out) / (n_in * n_out)                      (ER, Mocanu et al. 2018)
-
-of its weights, and a convolution ``C_out x C_in x k_h x k_w`` keeps a fraction
-
-    d = eps * (C_in + C_out + k_h + k_w) / (C_in * C_out * k_h * k_w)   (ERK, Evci et al. 2020, RigL)
-
-of its filters. ``eps`` is solved separately per layer type so that the type keeps exactly its
-scenario budget *measured in weights* -- ``sum_l d_l * N_l = (1 - sparsity) * sum_l N_l`` with ``N_l``
-the layer's weight count -- the convention of both papers. A layer whose ``d`` exceeds 1 is made dense
-and ``eps`` is re-solved over the others until no layer exceeds 1. A conv group shares one density,
-the weight-averaged ERK density of its members, ``sum_m d_m N_m / sum_m N_m``. Densities become
-integer counts (at least one filter / one weight per layer) and the rounding is then corrected
-greedily so the type's kept weights match the budget to within half of the smallest unit.
-
-Output layer: the classifier's output layer is a linear layer like any other -- the paper prunes
-"every linear layer" -- so it gets the scenario's linear sparsity in ``pre_training``,
-``in_training`` and ``post_training``, and its ER density in ``set``. With few classes ER makes it
-(nearly) dense, because its ``(n_in + n_out) / (n_in * n_out)`` is large; the budget is re-solved
-over the other linear layers, so the type's total still matches the scenario.
+SET's ``erk`` densities (:func:`erk_allocation`) are Erdős–Rényi: a linear layer keeps a fraction
+``d = eps * (n_in + n_out) / (n_in * n_out)`` of its weights (ER, Mocanu et al., *Nature
+Communications* 9, 2383, 2018), a convolution ``C_out x C_in x k_h x k_w`` a fraction
+``d = eps * (C_in + C_out + k_h + k_w) / (C_in * C_out * k_h * k_w)`` of its filters (ERK, Evci et al.
+2020, RigL). ``eps`` is solved per layer type so that the type keeps exactly its scenario budget in
+weights, ``sum_l d_l * N_l = (1 - sparsity) * sum_l N_l`` (both papers' convention); layers whose ``d``
+exceeds 1 are made dense and ``eps`` re-solved over the rest. A conv group shares its members'
+weight-averaged density ``sum_m d_m N_m / sum_m N_m``. Densities become integer counts (at least one
+unit per layer), corrected greedily so the kept weights match the budget to within half the smallest unit.
+The classifier's output layer is a linear layer like any other: with few classes ER makes it (nearly)
+dense, and the other linear layers' ``eps`` is re-solved so the type's total still matches the scenario.
 """
 
 from __future__ import annotations
@@ -52,7 +37,7 @@ import torch
 from torch import nn
 
 from .scenarios import Scenario, parse_scenario, units_removed
-from .structure import ConvGroup, Structure, find_structure
+from .structure import ConvGroup, Structure, channel_tensors, find_structure
 
 __all__ = [
     "MaskSet",
@@ -171,17 +156,9 @@ class MaskSet:
         for group in self.structure.conv_groups:
             mask = self.channel[group.name] = self.channel[group.name].to(device=device, dtype=dtype)
             for conv_name, norm_name in zip(group.convs, group.norms):
-                conv = model.get_submodule(conv_name)
-                params.append(conv.weight)
-                factors.append(mask.view(-1, 1, 1, 1))
-                if conv.bias is not None:
-                    params.append(conv.bias)
-                    factors.append(mask)
-                if norm_name is not None:
-                    norm = model.get_submodule(norm_name)
-                    if norm.weight is not None:
-                        params += [norm.weight, norm.bias]
-                        factors += [mask, mask]
+                for tensor in channel_tensors(model, conv_name, norm_name):
+                    params.append(tensor)
+                    factors.append(mask.view(-1, *[1] * (tensor.dim() - 1)))  # [C, 1, 1, 1] for a filter
         for name in self.structure.linears:
             linear = model.get_submodule(name)
             mask = self.weight[name] = self.weight[name].to(device=device, dtype=dtype)
@@ -230,25 +207,27 @@ class MaskSet:
 
 
 # -- initial masks -------------------------------------------------------------------------------
-def _conv_keep(group: ConvGroup, fraction: float) -> int:
-    return group.channels - units_removed(group.channels, fraction, keep_one=True)
-
-
-def _linear_keep(weight: torch.Tensor, fraction: float) -> int:
-    return weight.numel() - units_removed(weight.numel(), fraction, keep_one=False)
+def _unit_masks(model: nn.Module, structure: Structure, scenario: Scenario, conv_mask, linear_mask,
+                keep: tuple[dict[str, int], dict[str, int]] | None = None) -> MaskSet:  # fmt: skip
+    """``conv_mask(group, k)`` per conv group, then ``linear_mask(weight, k)`` per linear layer, ``k`` the
+    unit's kept count: from ``keep`` if given, else the scenario's exact count."""
+    channel = {}
+    for group in structure.conv_groups:
+        n = group.channels
+        k = keep[0][group.name] if keep else n - units_removed(n, scenario.conv, keep_one=True)
+        channel[group.name] = conv_mask(group, k)
+    weight = {}
+    for name in structure.linears:
+        w = model.get_submodule(name).weight.detach()
+        k = keep[1][name] if keep else w.numel() - units_removed(w.numel(), scenario.linear, keep_one=False)
+        weight[name] = linear_mask(w, k)
+    return MaskSet(structure, channel, weight)
 
 
 def l1_masks(model: nn.Module, structure: Structure, scenario: Scenario) -> MaskSet:
     """Masks that keep the largest-L1 filters (group-summed) and the largest-|w| linear weights."""
-    channel = {
-        group.name: top_k_mask(group_l1_norm(model, group), _conv_keep(group, scenario.conv))
-        for group in structure.conv_groups
-    }
-    weight = {}
-    for name in structure.linears:
-        w = model.get_submodule(name).weight.detach()
-        weight[name] = top_k_mask(w.abs(), _linear_keep(w, scenario.linear))
-    return MaskSet(structure, channel, weight)
+    return _unit_masks(model, structure, scenario, lambda group, k: top_k_mask(group_l1_norm(model, group), k),
+                       lambda w, k: top_k_mask(w.abs(), k))  # fmt: skip
 
 
 def random_masks(
@@ -261,22 +240,15 @@ def random_masks(
     """Uniformly random masks with exact counts.
 
     Args:
-        model: the network.
-        structure: its structure.
         scenario: the fractions removed (used when ``keep`` is ``None``).
         generator: the CPU random generator that draws the masks.
         keep: optional per-unit kept counts ``(channels per group, weights per linear)``, e.g. from
             :func:`erk_keep_counts`.
     """
-    channel, weight = {}, {}
-    for group in structure.conv_groups:
-        k = keep[0][group.name] if keep else _conv_keep(group, scenario.conv)
-        channel[group.name] = top_k_mask(torch.rand(group.channels, generator=generator), k)
-    for name in structure.linears:
-        w = model.get_submodule(name).weight
-        k = keep[1][name] if keep else _linear_keep(w, scenario.linear)
-        weight[name] = top_k_mask(torch.rand(w.shape, generator=generator), k)
-    return MaskSet(structure, channel, weight)
+    return _unit_masks(
+        model, structure, scenario, lambda group, k: top_k_mask(torch.rand(group.channels, generator=generator), k),
+        lambda w, k: top_k_mask(torch.rand(w.shape, generator=generator), k), keep,
+    )  # fmt: skip
 
 
 def _er_graph_mask(shape: tuple[int, ...] | torch.Size, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -298,23 +270,14 @@ def _er_graph_mask(shape: tuple[int, ...] | torch.Size, k: int, generator: torch
 def er_graph_masks(model: nn.Module, structure: Structure, scenario: Scenario, generator: torch.Generator) -> MaskSet:
     """SET's initial masks at the scenario's per-layer fractions (``set_allocation: scenario``).
 
-    Every conv group and every linear layer keeps exactly the scenario's count, as for the other
-    methods; which units are kept is an Erdős–Rényi random graph (Mocanu et al. 2018): each filter /
-    connection is kept independently with probability ``p = 1 - sparsity``, then the draw is corrected
-    to the exact count by removing (or adding) uniformly chosen units. Conditioned on its size a
-    Bernoulli draw is a uniform subset, so this has the distribution of :func:`random_masks` (the
-    in-training initialisation) with a different random stream: the paper's "initialisation is the
-    only difference" then leaves the evolution as the only thing that can separate the two methods.
+    Every unit keeps exactly the scenario's count, as for the other methods, as an Erdős–Rényi random
+    graph (Mocanu et al. 2018): each filter / connection kept with probability ``1 - sparsity``, then
+    corrected to the exact count with uniformly chosen units. Conditioned on its size a Bernoulli draw
+    is a uniform subset, so this has :func:`random_masks`' distribution (the in-training start) with a
+    different random stream: as the paper says, only the evolution can then separate the two methods.
     """
-    channel = {
-        group.name: _er_graph_mask((group.channels,), _conv_keep(group, scenario.conv), generator)
-        for group in structure.conv_groups
-    }
-    weight = {}
-    for name in structure.linears:
-        w = model.get_submodule(name).weight
-        weight[name] = _er_graph_mask(w.shape, _linear_keep(w, scenario.linear), generator)
-    return MaskSet(structure, channel, weight)
+    return _unit_masks(model, structure, scenario, lambda group, k: _er_graph_mask((group.channels,), k, generator),
+                       lambda w, k: _er_graph_mask(w.shape, k, generator))  # fmt: skip
 
 
 # -- Erdős–Rényi (SET) -----------------------------------------------------------------------------
@@ -354,14 +317,10 @@ def _round_to_budget(densities: list[float], units: list[int], unit_size: list[f
     return keep
 
 
-def _conv_erk_score(conv: nn.Conv2d) -> float:
-    c_out, c_in, k_h, k_w = conv.weight.shape
-    return (c_in + c_out + k_h + k_w) / (c_in * c_out * k_h * k_w)
-
-
-def _linear_er_score(linear: nn.Linear) -> float:
-    n_out, n_in = linear.weight.shape
-    return (n_in + n_out) / (n_in * n_out)
+def _er_score(layer: nn.Module) -> float:
+    """The weight's summed dims over its size: ER's ``(n_in + n_out) / (n_in * n_out)`` for a linear layer,
+    ERK's ``(C_in + C_out + k_h + k_w) / (C_in * C_out * k_h * k_w)`` for a convolution."""
+    return sum(layer.weight.shape) / layer.weight.numel()
 
 
 def erk_allocation(model: nn.Module, scenario: Scenario | str | dict, structure: Structure | None = None) -> pd.DataFrame:
@@ -382,7 +341,7 @@ def erk_allocation(model: nn.Module, scenario: Scenario | str | dict, structure:
     groups = structure.conv_groups
     if groups:
         member_sizes = [[model.get_submodule(c).weight[0].numel() for c in g.convs] for g in groups]
-        member_scores = [[_conv_erk_score(model.get_submodule(c)) for c in g.convs] for g in groups]
+        member_scores = [[_er_score(model.get_submodule(c)) for c in g.convs] for g in groups]
         unit_size = [float(sum(s)) for s in member_sizes]
         sizes = [u * g.channels for u, g in zip(unit_size, groups)]
         scores = [sum(sc * sz for sc, sz in zip(scs, szs)) / sum(szs) for scs, szs in zip(member_scores, member_sizes)]
@@ -401,7 +360,7 @@ def erk_allocation(model: nn.Module, scenario: Scenario | str | dict, structure:
     if structure.linears:
         linears = [model.get_submodule(n) for n in structure.linears]
         sizes = [float(l.weight.numel()) for l in linears]
-        scores = [_linear_er_score(l) for l in linears]
+        scores = [_er_score(l) for l in linears]
         total = int(sum(sizes))
         budget = float(total - units_removed(total, scenario.linear, keep_one=False))
         densities = _solve_densities(scores, sizes, budget)

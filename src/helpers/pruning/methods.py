@@ -3,46 +3,32 @@
 Methods (Douzandeh Zenoozi et al. 2025; the scenario sets the fractions removed):
 
 - ``dense``: no pruning, the baseline; every hook is a no-op.
-- ``pre_training``: at initialisation, keep the largest-L1 filters and largest-|w| linear weights;
+- ``pre_training``: keep the largest-L1 filters and largest-|w| linear weights at initialisation;
   train with the mask fixed.
 - ``in_training``: a uniformly random initial mask with exact per-layer counts; at the end of every
-  epoch but the last, drop the ``swap_fraction`` (default 0.2) of the *active* filters / weights of
-  each layer with the smallest magnitude (filter: group-summed L1; weight: |w|) and regrow as many
-  chosen uniformly among the units that were inactive before the drop (so a dropped unit is never
-  regrown in the same swap and the mask always changes when a swap happens). Per-layer counts stay
-  constant.
+  epoch but the last, drop the ``swap_fraction`` (default 0.2) of each layer's *active* filters /
+  weights with the smallest magnitude (filter: group-summed L1; weight: |w|) and regrow as many,
+  chosen uniformly among the units inactive before the drop (so a swap always changes the mask).
 - ``set``: Sparse Evolutionary Training (Mocanu et al., *Nature Communications* 9, 2383, 2018): the
-  same evolution as ``in_training`` from an Erdős–Rényi initial mask. The paper says initialisation
-  is the only difference from In-Training, so by default (``set_allocation="scenario"``) every layer
-  keeps the scenario's fraction, as for the other methods, and the kept units form an Erdős–Rényi
-  random graph (:func:`~helpers.pruning.masks.er_graph_masks`). The extension
-  ``set_allocation="erk"`` gives each layer Mocanu's ER / Evci's ERK density under the same total
-  budget in weights (:func:`~helpers.pruning.masks.erk_allocation`): it keeps the early convs nearly
-  dense, so its MACs differ from the other methods' and a comparison must show them.
+  same evolution from an Erdős–Rényi initial mask. As the paper says initialisation is the only
+  difference from In-Training, by default (``set_allocation="scenario"``) every layer keeps the
+  scenario's fraction, as an Erdős–Rényi random graph (:func:`~helpers.pruning.masks.er_graph_masks`);
+  the extension ``set_allocation="erk"`` (ER / ERK densities under the same budget in weights,
+  :func:`~helpers.pruning.masks.erk_allocation`) keeps the early convs nearly dense: its MACs differ, so a
+  comparison must show them.
 - ``post_training``: train dense, then at :meth:`PruningMethod.on_train_end` keep the largest-L1
-  filters / largest-|w| weights of the trained model. The study's ``finetune_epochs`` (default 0, the
-  paper's protocol) is how many further epochs the training loop trains with the mask enforced.
+  filters / largest-|w| weights; the study's ``finetune_epochs`` (default 0, the paper's protocol)
+  trains further with the mask enforced.
 
-Each class declares what a training loop must know of it, so nobody matches method names:
-:attr:`PruningMethod.prunes` (it holds masks), :attr:`PruningMethod.evolves_mask` (its mask changes
-between epochs: ``in_training``, ``set``) and :attr:`PruningMethod.prunes_after_training` (it prunes a
-trained dense model: ``post_training``). :func:`method_class` looks a class up by name.
+A training loop calls the hooks in the order ``on_init``, ``after_step``, ``on_epoch_end``, ``on_train_end``.
 
-Hook protocol (what the training loop calls, in order):
-
-1. :meth:`~PruningMethod.on_init` on the freshly built model, before the optimizer exists;
-2. :meth:`~PruningMethod.after_step` after every ``optimizer.step()`` (one fused multiply);
-3. :meth:`~PruningMethod.on_epoch_end` after every epoch (0-based ``epoch``); returns swap stats;
-4. :meth:`~PruningMethod.on_train_end` after the last epoch.
-
-Regrowth: a regrown unit is re-initialised, never given back its stale value. Conv filters are drawn
-fresh from torchvision's VGG / ResNet conv init, Kaiming-normal (fan-out, ReLU gain), with bias 0 and
-the following BatchNorm reset to weight 1, bias 0, running mean 0, running variance 1. Linear weights
-are drawn from PyTorch's ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torchvision's VGG
-classifier starts from N(0, 0.01), which is of the same order). ``regrow="zeros"`` regrows at zero
-instead (as in RigL, Evci et al. 2020). The optimizer's per-weight state (Adam's ``exp_avg`` /
-``exp_avg_sq``, SGD's momentum) of every dropped or regrown entry is zeroed at swap time, and masks are
-re-applied after every step, so optimizer state never brings a removed weight back.
+Regrowth re-initialises a unit, never giving back its stale value: conv filters from torchvision's
+Kaiming-normal conv init (fan-out, ReLU gain), bias 0, the following BatchNorm reset to weight 1, bias
+0, running mean 0, running variance 1; linear weights from ``nn.Linear``'s default U(-1/sqrt(fan_in),
+1/sqrt(fan_in)) (torchvision's VGG classifier starts from N(0, 0.01), of the same order).
+``regrow="zeros"`` regrows at zero instead (as RigL, Evci et al. 2020). The optimizer's per-weight
+state (Adam's moments, SGD's momentum) of every dropped or regrown entry is zeroed at swap time, and
+masks are re-applied after every step, so optimizer state never brings a removed weight back.
 """
 
 from __future__ import annotations
@@ -56,7 +42,7 @@ from torch import nn
 from .compact import compact_with_map
 from .masks import MaskSet, er_graph_masks, erk_keep_counts, group_l1_norm, l1_masks, random_masks, top_k_mask
 from .scenarios import Scenario, parse_scenario, units_removed
-from .structure import find_structure
+from .structure import channel_tensors, find_structure
 
 __all__ = [
     "METHODS",
@@ -129,9 +115,7 @@ class PruningMethod:
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Called after every ``optimizer.step()``: re-applies the masks (no-op while unpruned)."""
-        if self._pending_masks is not None:
-            self._restore_masks(model)
-        if self.masks is not None:
+        if self.restore_masks(model) is not None:
             self.masks.apply(model)
 
     def on_epoch_end(
@@ -149,26 +133,17 @@ class PruningMethod:
         """Zero the removed weights of ``model`` now (e.g. after loading a checkpoint into it)."""
         self.after_step(model, None)
 
-    @property
-    def is_pruned(self) -> bool:
-        """Whether the method holds masks (``post_training`` only after :meth:`on_train_end`)."""
-        return self.masks is not None or self._pending_masks is not None
-
     def _set_masks(self, model: nn.Module, masks: MaskSet) -> None:
         self.masks = masks
         self._pending_masks = None
         masks.bind(model)
         masks.apply(model)
 
-    def _restore_masks(self, model: nn.Module) -> None:
-        masks = MaskSet.from_state_dict(find_structure(model), self._pending_masks)
-        self._set_masks(model, masks)
-
     def restore_masks(self, model: nn.Module) -> MaskSet | None:
         """The method's masks, first rebuilt on ``model`` from a loaded state if :meth:`load_state_dict`
         left them pending (they are otherwise restored at the next hook call)."""
         if self._pending_masks is not None:
-            self._restore_masks(model)
+            self._set_masks(model, MaskSet.from_state_dict(find_structure(model), self._pending_masks))
         return self.masks
 
     # -- checkpointing ----------------------------------------------------------------------------
@@ -229,22 +204,18 @@ class InTrainingMethod(PruningMethod):
     evolves_mask = True
 
     def on_init(self, model: nn.Module) -> None:
-        structure = find_structure(model)
-        self._set_masks(model, random_masks(model, structure, self.scenario, self.generator))
+        self._set_masks(model, random_masks(model, find_structure(model), self.scenario, self.generator))
 
     def on_epoch_end(
         self, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, num_epochs: int
     ) -> dict[str, Any]:
-        if self._pending_masks is not None:
-            self._restore_masks(model)
-        if self.masks is None:
+        if self.restore_masks(model) is None:
             raise RuntimeError(f"{self.name}: on_epoch_end called before on_init; call on_init(model) first")
         if not self.masks.is_bound_to(model):
             self.masks.bind(model)
-        if epoch >= num_epochs - 1 or self.swap_fraction == 0:
-            self.masks.apply(model)
-            return {"filters_swapped": 0, "weights_swapped": 0}
-        stats = _swap(model, optimizer, self.masks, self.swap_fraction, self.generator, self.regrow)
+        stats = {"filters_swapped": 0, "weights_swapped": 0}
+        if epoch < num_epochs - 1 and self.swap_fraction != 0:
+            stats = _swap(model, optimizer, self.masks, self.swap_fraction, self.generator, self.regrow)
         self.masks.apply(model)
         return stats
 
@@ -276,27 +247,21 @@ class SetMethod(InTrainingMethod):
 class CompactedTraining:
     """Train a pruning method's physically compacted network: the one compacted form of :func:`helpers.train.fit`.
 
-    :meth:`build` compacts the full-size model (the network without its removed filters) and cuts the
-    full-size optimizer's state to it; the epoch trains that small network, whose steps re-apply the
-    method's linear masks cut to the small shapes (and the zero channel a fully-pruned group keeps);
-    after the epoch :meth:`write_back` puts its weights into the full-size model. The full-size model is
-    the record: validation and the final model read the network as trained, and checkpoints always hold
-    the full-size model and the full-size optimizer state (:meth:`optimizer_state`), whatever the method.
+    :meth:`build` compacts the full-size model and cuts its optimizer's state to the small network, whose
+    steps re-apply the method's linear masks cut to the small shapes (and the zero channel a fully-pruned
+    group keeps); after the epoch :meth:`write_back` puts its weights back. The full-size model stays the
+    record: validation, the final model and every checkpoint (with the full-size optimizer state,
+    :meth:`optimizer_state`) read it, whatever the method. :func:`~helpers.train.fit` counts building and
+    writing back as training time (``setup_time_s``).
 
-    - A fixed mask (``pre_training``, ``post_training`` fine-tuning) is compacted once. Training it is
-      exactly training the masked network: a removed filter outputs zero, so every weight that reads it
-      gets a zero gradient and stays where it was; the small network simply lacks those weights (equal up
-      to floating-point summation order; ``tests/test_compacted_training.py``). The small optimizer is the
-      live state; the full-size one holds it only while a checkpoint is written.
-    - An evolving mask (``in_training``, ``set``) changes only between epochs: the optimizer state is
-      written back after every epoch, the method swaps on the full-size model as usual, and the next
-      epoch's network is compacted anew. One difference from masked training, by construction: while a
-      filter is removed, the weights that read its (zero) output are absent from the small network, so
-      they stay exactly where they were. In the masked network they get zero gradients but Adam's
-      decaying momentum still moves them a little; when the filter is regrown, those weights resume from
-      slightly different values.
-
-    :func:`~helpers.train.fit` counts building and writing back as training time (``setup_time_s``).
+    A fixed mask (``pre_training``, ``post_training`` fine-tuning) is compacted once: exactly masked
+    training, where the weights that read a removed (zero) filter get zero gradients (equal up to
+    floating-point summation order; ``tests/test_compacted_training.py``). The small optimizer is the
+    live state; the full-size one holds it only while a checkpoint is written. An evolving mask
+    (``in_training``, ``set``) writes the optimizer state back after every epoch, swaps on the full-size
+    model and is compacted anew. One difference by construction: weights that read a removed filter stay
+    exactly where they were, whereas in masked training Adam's decaying momentum still moves them a
+    little, so a regrown filter's readers resume from slightly different values.
 
     Args:
         method: the method, its masks set on the full-size model (``on_init`` / ``on_train_end`` done).
@@ -409,13 +374,7 @@ def _copy(value: Any) -> Any:
     return value.clone() if torch.is_tensor(value) else value
 
 
-_CLASSES = {
-    "dense": DenseMethod,
-    "pre_training": PreTrainingMethod,
-    "in_training": InTrainingMethod,
-    "post_training": PostTrainingMethod,
-    "set": SetMethod,
-}
+_CLASSES = {cls.name: cls for cls in (DenseMethod, PreTrainingMethod, InTrainingMethod, PostTrainingMethod, SetMethod)}
 
 
 def make_method(
@@ -485,9 +444,7 @@ def _drop_and_grow(active: torch.Tensor, magnitude: torch.Tensor, n: int, genera
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: torch.Tensor) -> None:
-    if optimizer is None:
-        return
-    state = optimizer.state.get(param)
+    state = optimizer.state.get(param) if optimizer is not None else None
     if not state:
         return
     if index.dim() < param.dim():  # a per-filter mask: broadcast over each filter's weights
@@ -535,20 +492,18 @@ def _swap(
                 conv.weight[grow] = fresh.to(conv.weight)
             else:
                 conv.weight[grow] = 0
-            _reset_optimizer_state(optimizer, conv.weight, changed)
             if conv.bias is not None:
                 conv.bias[grow] = 0
-                _reset_optimizer_state(optimizer, conv.bias, changed)
             if norm_name is not None:
                 norm = model.get_submodule(norm_name)
                 if norm.weight is not None:
                     norm.weight[grow] = 1
                     norm.bias[grow] = 0
-                    _reset_optimizer_state(optimizer, norm.weight, changed)
-                    _reset_optimizer_state(optimizer, norm.bias, changed)
                 if norm.running_mean is not None:
                     norm.running_mean[grow] = 0
                     norm.running_var[grow] = 1
+            for tensor in channel_tensors(model, conv_name, norm_name):
+                _reset_optimizer_state(optimizer, tensor, changed)
         filters_swapped += n
     for name in masks.structure.linears:
         linear = model.get_submodule(name)
@@ -616,10 +571,7 @@ def _swap_large_linear(
         return False
     grow = _grow_uniform(m, n, inactive, generator)  # marks them active in m
     m[drop] = 0
-    if bound is not None:
-        w[grow] = _fresh_linear(n, bound, generator).to(w)
-    else:
-        w[grow] = 0
+    w[grow] = _fresh_linear(n, bound, generator).to(w) if bound is not None else 0
     state = optimizer.state.get(weight) if optimizer is not None else None
     for value in (state or {}).values():
         if torch.is_tensor(value) and value.shape == weight.shape:

@@ -1,11 +1,10 @@
 """Sparsity actually achieved by a model, read from its weights (not from a method's masks).
 
-A filter counts as removed when its output is exactly zero: its BatchNorm's affine weight and bias are
-zero when a BatchNorm follows the conv, else its weight and bias are zero. That is the same test
-:func:`helpers.pruning.compact.compact` uses to decide what to remove physically, so the report of a
-masked model and the size of its compacted twin agree. Linear sparsity is the fraction of exactly-zero
-weights. Weights of later layers that only read removed channels are not counted as zero here (they
-are stored and multiplied in the masked model); compaction removes them.
+A filter counts as removed when it outputs exactly zero (:func:`removed_filters`): the test
+:func:`helpers.pruning.compact.compact` uses, so a masked model's report and its compacted twin's size
+agree. Linear sparsity is the fraction of exactly-zero weights. Weights of later layers that only read
+removed channels are not counted as zero here (the masked model stores and multiplies them);
+compaction removes them.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .structure import Structure, find_structure
+from .structure import Structure, channel_tensors, find_structure
 
 __all__ = ["sparsity_report", "summarize_sparsity", "removed_filters", "SUMMARY_KEYS"]
 
@@ -31,7 +30,8 @@ SUMMARY_KEYS: tuple[str, ...] = (
 
 @torch.no_grad()
 def removed_filters(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> torch.Tensor:
-    """Bool ``[C_out]``: which filters of ``conv`` (followed by ``norm``, if any) output exactly zero."""
+    """Bool ``[C_out]``: which filters of ``conv`` (followed by ``norm``, if any) output exactly zero: the
+    BatchNorm's affine weight and bias are zero, or without an affine one the filter's weight and bias."""
     if norm is not None and norm.weight is not None:
         return (norm.weight == 0) & (norm.bias == 0)
     dead = (conv.weight == 0).flatten(1).all(dim=1)
@@ -42,6 +42,12 @@ def removed_filters(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> torch.Tenso
 
 def _count_nonzero(tensors: list[torch.Tensor]) -> int:
     return sum(int(torch.count_nonzero(t)) for t in tensors)
+
+
+def _weight_counts(weight: torch.Tensor, params: list[torch.Tensor]) -> dict[str, float | int]:
+    zero = weight.numel() - int(torch.count_nonzero(weight))
+    return dict(weights_total=weight.numel(), weights_zero=zero, weight_sparsity=zero / weight.numel(),
+                params_total=sum(p.numel() for p in params), params_nonzero=_count_nonzero(params))  # fmt: skip
 
 
 @torch.no_grad()
@@ -65,25 +71,18 @@ def sparsity_report(model: nn.Module, structure: Structure | None = None) -> pd.
             conv = model.get_submodule(conv_name)
             norm = model.get_submodule(norm_name) if norm_name is not None else None
             dead = int(removed_filters(conv, norm).sum())
-            params = [p for p in (conv.weight, conv.bias) if p is not None]
-            if norm is not None and norm.weight is not None:
-                params += [norm.weight, norm.bias]
-            zero = conv.weight.numel() - int(torch.count_nonzero(conv.weight))
             rows.append(dict(
                 layer=conv_name, kind="conv", group=group.name, group_size=len(group.convs),
                 filters_total=conv.out_channels, filters_removed=dead, filter_sparsity=dead / conv.out_channels,
-                weights_total=conv.weight.numel(), weights_zero=zero, weight_sparsity=zero / conv.weight.numel(),
-                params_total=sum(p.numel() for p in params), params_nonzero=_count_nonzero(params),
+                **_weight_counts(conv.weight, channel_tensors(model, conv_name, norm_name)),
             ))
     for name in structure.linears:
         linear = model.get_submodule(name)
         params = [p for p in (linear.weight, linear.bias) if p is not None]
-        zero = linear.weight.numel() - int(torch.count_nonzero(linear.weight))
         rows.append(dict(
             layer=name, kind="linear", group=name, group_size=1,
             filters_total=math.nan, filters_removed=math.nan, filter_sparsity=math.nan,
-            weights_total=linear.weight.numel(), weights_zero=zero, weight_sparsity=zero / linear.weight.numel(),
-            params_total=sum(p.numel() for p in params), params_nonzero=_count_nonzero(params),
+            **_weight_counts(linear.weight, params),
         ))
     return pd.DataFrame(rows)
 

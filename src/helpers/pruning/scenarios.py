@@ -1,14 +1,10 @@
 """Sparsity scenarios: how much of each layer type a pruning method removes.
 
-A scenario is a pair of fractions removed (Douzandeh Zenoozi et al. 2025, Section 3): ``conv`` is the
-fraction of *output filters* removed in every convolution (structured), ``linear`` the fraction of
-*individual weights* removed in every linear layer (unstructured). The study's three named
-scenarios are ``uniform`` (0.8 / 0.8), ``mixed`` (0.5 / 0.8) and ``linear_only`` (0.0 / 0.8); any
-``{conv: x, linear: y}`` with ``0 <= x, y < 1`` may be given instead.
-
-Per-layer counts are exact: a layer of ``n`` units loses ``round(fraction * n)`` of them, rounded half
-to even on the exact decimal value of the fraction (so 0.5 x 5 filters removes 2, not 3 by float
-noise), and a convolution always keeps at least one filter.
+A scenario is a pair of fractions removed (Douzandeh Zenoozi et al. 2025, Section 3): of the output
+filters of every convolution (structured) and of the individual weights of every linear layer
+(unstructured). The study's named scenarios are ``uniform`` (0.8 / 0.8), ``mixed`` (0.5 / 0.8) and
+``linear_only`` (0.0 / 0.8); any ``{conv: x, linear: y}`` with ``0 <= x, y < 1`` may be given instead.
+Per-layer counts are exact (:func:`units_removed`: 0.5 x 5 filters removes 2, not 3 by float noise).
 """
 
 from __future__ import annotations
@@ -84,8 +80,6 @@ SCENARIOS: dict[str, Scenario] = {
     "linear_only": Scenario(0.0, 0.8),
 }
 
-_NAME_PREFIX = "conv"
-
 
 def parse_scenario(value: str | Mapping | Scenario) -> Scenario:
     """Turn a scenario name, mapping or :class:`Scenario` into a :class:`Scenario`.
@@ -93,9 +87,6 @@ def parse_scenario(value: str | Mapping | Scenario) -> Scenario:
     Args:
         value: ``"uniform"``, ``"mixed"``, ``"linear_only"``, a generated name such as
             ``"conv0.3_linear0.6"``, a mapping ``{"conv": x, "linear": y}``, or a :class:`Scenario`.
-
-    Returns:
-        The scenario.
 
     Raises:
         UnknownScenarioError: the name or mapping is not recognised.
@@ -111,8 +102,7 @@ def parse_scenario(value: str | Mapping | Scenario) -> Scenario:
             raise UnknownScenarioError(f"unknown scenario {value!r}; expected one of {_ACCEPTED}")
         return Scenario(*parsed)
     if isinstance(value, Mapping):
-        keys = set(value)
-        if keys != {"conv", "linear"}:
+        if set(value) != {"conv", "linear"}:
             raise UnknownScenarioError(
                 f"scenario mapping {dict(value)!r} must have exactly the keys conv and linear; expected one of "
                 f"{_ACCEPTED}"
@@ -122,9 +112,9 @@ def parse_scenario(value: str | Mapping | Scenario) -> Scenario:
 
 
 def _parse_generated_name(name: str) -> tuple[float, float] | None:
-    if not name.startswith(_NAME_PREFIX) or "_linear" not in name:
+    if not name.startswith("conv") or "_linear" not in name:
         return None
-    conv_text, linear_text = name[len(_NAME_PREFIX) :].split("_linear", 1)
+    conv_text, linear_text = name[len("conv") :].split("_linear", 1)
     try:
         return float(conv_text), float(linear_text)
     except ValueError:

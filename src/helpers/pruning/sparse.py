@@ -1,24 +1,17 @@
 """Sparse (CSR) linear layers for inference, chosen per layer by measurement on the running machine.
 
-Unstructured linear sparsity leaves a linear layer's weight full size with zeros in it. Whether a
-``torch.sparse_csr`` matmul beats the dense one depends on the layer's shape, its sparsity, the batch
-size, the thread count, the CPU and what else runs on it (on this project's 2-core CPU, VGG16's
-compacted first linear layer at 80 % zeros took 7.6 ms in CSR against 9.9 ms dense at batch 1 on one
-thread, but 114 ms against 100 ms at batch 64; a 4096 x 8 output layer is always faster dense), so
-:func:`choose_linear_formats` does not assume: it captures every sparse-enough ``nn.Linear``'s real
-input on an example batch, times the dense layer and its :class:`SparseLinear` twin side by side, and
-swaps in the twin where it is faster.
+Whether a ``torch.sparse_csr`` matmul beats the dense one depends on the layer's shape and sparsity,
+the batch size, the thread count, the CPU and its load (on this project's 2-core CPU, VGG16's compacted
+first linear layer at 80 % zeros took 7.6 ms in CSR against 9.9 ms dense at batch 1 on one thread, but
+114 ms against 100 ms at batch 64; a 4096 x 8 output layer is always faster dense), so
+:func:`choose_linear_formats` measures instead of assuming.
 
-:class:`SparseLinear` holds the weight as CSR with int32 indices: PyTorch's CPU kernels for int32
-indices (MKL) were 3-4x faster than for int64 ones here. At batch 1 it multiplies with ``torch.mv``
-(the fastest CSR form measured, faster than ``torch.mm`` / ``torch.addmm`` / ``torch.sparse.mm`` on a
-one-column matrix); at larger batches with ``torch.addmm(bias, W, x.T)``. The forms ``x @ W.T`` with a
-CSR or transposed-CSR ``W`` and ``F.linear`` with a CSR weight were 10-100x slower or fail under
-``torch.inference_mode``. The CSR arrays are stored as three dense buffers (``crow_indices``,
-``col_indices``, ``values``) and ``bias``, so the layer deep-copies, moves with ``.to()`` and saves
-with :func:`helpers.pruning.save_model` like any other; :attr:`SparseLinear.weight` is the CSR view of
-them. It is an inference layer: it holds no parameters (``model.parameters()`` skips it) and is never
-trained.
+:class:`SparseLinear` holds the weight as CSR with int32 indices (PyTorch's CPU kernels were 3-4x faster
+with them than with int64 here) and multiplies with ``torch.mv`` at batch 1 (the fastest CSR form
+measured), with ``torch.addmm(bias, W, x.T)`` above; ``x @ W.T`` with a CSR or transposed-CSR ``W`` and
+``F.linear`` with a CSR weight were 10-100x slower or fail under ``torch.inference_mode``. The CSR arrays
+and the bias are plain buffers, so the layer deep-copies, moves with ``.to()`` and saves with
+:func:`helpers.pruning.save_model` like any other. It is an inference layer: no parameters, never trained.
 """
 
 from __future__ import annotations
@@ -26,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -122,13 +115,10 @@ def _capture_inputs(model: nn.Module, names: list[str], example_input: torch.Ten
     """Each named layer's input on one forward pass of ``example_input`` (eval mode; modes restored)."""
     inputs: dict[str, torch.Tensor] = {}
 
-    def hook_for(name: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            inputs.setdefault(name, args[0].detach())
+    def hook(name: str, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        inputs.setdefault(name, args[0].detach())
 
-        return hook
-
-    handles = [model.get_submodule(name).register_forward_pre_hook(hook_for(name)) for name in names]
+    handles = [model.get_submodule(name).register_forward_pre_hook(partial(hook, name)) for name in names]
     forward_with_hooks(model, example_input, handles)
     return inputs
 
@@ -165,14 +155,12 @@ def choose_linear_formats(
 ) -> dict[str, dict[str, Any]]:
     """Run each sparse-enough linear layer of ``model`` dense or CSR, whichever is faster here; in place.
 
-    Every ``nn.Linear`` whose weight has at least ``min_sparsity`` zeros is timed on its real input
-    (captured with a forward hook on one pass of ``example_input``, so time it at the batch size and
-    thread count it will run at): the dense layer and its :class:`SparseLinear` twin alternately,
-    ``warmup`` untimed calls each, then ``repeats`` timed rounds under ``torch.inference_mode``, medians
-    compared. Where CSR is faster the layer is replaced by its twin in ``model``. Timing stops early
-    once a layer has used its share of ``budget_s`` (at least one round is always timed), so the call
-    costs about ``budget_s`` at most (VGG16's 80 %-sparse classifier at batch 1: well under a second).
-    Layers already :class:`SparseLinear` are left as they are and recorded as ``csr``.
+    Every ``nn.Linear`` with at least ``min_sparsity`` zeros is timed on its real input, captured on one
+    pass of ``example_input`` (so time it at the batch size and thread count it will run at): the dense
+    layer and its :class:`SparseLinear` twin alternately, under ``torch.inference_mode``, medians
+    compared; where CSR is faster the twin replaces the layer. A layer's timing stops once it has used
+    its share of ``budget_s`` (at least one round is timed). Layers already :class:`SparseLinear` are
+    left as they are and recorded as ``csr``.
 
     Args:
         model: the model to convert (for inference; it is modified in place).

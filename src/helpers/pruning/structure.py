@@ -3,27 +3,22 @@
 Every ``nn.Conv2d`` is pruned by output filter and every ``nn.Linear`` by individual weight, the
 classifier's output layer included (the paper prunes "every linear layer").
 
-Convolutions whose outputs are summed by a residual add share their channels (He et al. 2016): in a
-torchvision ResNet the stem ``conv1`` (ResNet18) and, in each stage, every block's last conv
-(``conv2`` in BasicBlock, ``conv3`` in Bottleneck) and the ``downsample`` conv write into the same
-channels. Removing a filter from only one of them leaves the channel alive through the identity path,
-so it can be neither zero nor removed physically. Such convolutions form one *conv group*: they remove
-the same channel indices, ranked by the group's summed filter L1 norm, and swap together -- as
-torch-pruning's dependency groups do (Fang et al., *DepGraph: Towards Any Structural Pruning*, CVPR
-2023). The groups are derived here from torch-pruning's ``DependencyGraph``, not from layer names, so
-any model torch-pruning can trace works.
-
-Effect of grouping on per-layer counts: every member of a group has the same number of channels and
-the scenario's conv fraction applies to all of them, so with L1 or random masks the per-layer counts
-are the same as ungrouped -- only *which* channels go changes (the group's summed L1 instead of each
-layer's own). In SET the group gets one shared Erdős–Rényi density instead of one per member; see
-:func:`helpers.pruning.masks.erk_allocation`, which reports both.
+Convolutions whose outputs are summed by a residual add (He et al. 2016; in a torchvision ResNet each
+stage's block-final and ``downsample`` convs, and ResNet18's stem) share their channels: a filter
+removed from only one of them stays alive through the identity path. They form one *conv group*,
+which removes the same channel indices, ranked by the group's summed filter L1 norm, and swaps
+together: torch-pruning's dependency groups (Fang et al., *DepGraph*, CVPR 2023), read from its
+``DependencyGraph`` rather than layer names, so any model it can trace works. Grouping leaves L1 and
+random masks' per-layer counts unchanged, only *which* channels go; in SET a group shares one density
+(:func:`helpers.pruning.masks.erk_allocation` reports both).
 """
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
@@ -66,7 +61,6 @@ class Structure:
     conv_groups: tuple[ConvGroup, ...]
     linears: tuple[str, ...]
     output_layer: str | None
-    group_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def convs(self) -> tuple[str, ...]:
@@ -80,25 +74,42 @@ def example_input_for(model: nn.Module, batch_size: int = 2, size: int = 32) -> 
     """A random input batch for ``model``: its first conv's input channels, ``size`` x ``size`` pixels."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     param = next(model.parameters())
-    if first is None:
+    if first is None:  # a linear model: one input vector per sample
         linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
         return torch.randn(batch_size, linear.in_features, device=param.device, dtype=param.dtype)
     return torch.randn(batch_size, first.in_channels, size, size, device=param.device, dtype=param.dtype)
 
 
-@torch.no_grad()
-def forward_with_hooks(model: nn.Module, example_input: torch.Tensor, handles: list) -> None:
-    """One eval-mode forward of ``example_input`` (for the hooks in ``handles``), which are removed after;
-    every module's training flag is restored, whatever the forward raises."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; every module's training flag is restored, whatever it raises."""
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        model(example_input)
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+@torch.no_grad()
+def forward_with_hooks(model: nn.Module, example_input: torch.Tensor, handles: list) -> None:
+    """One :func:`eval_mode` forward of ``example_input`` for the hooks in ``handles``, removed after."""
+    try:
+        with eval_mode(model):
+            model(example_input)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
+
+
+def channel_tensors(model: nn.Module, conv_name: str, norm_name: str | None) -> list[torch.Tensor]:
+    """The tensors indexed by a conv's output channel along dim 0 that decide its output: the conv's weight
+    and bias and the following BatchNorm's affine weight and bias, those that exist."""
+    conv = model.get_submodule(conv_name)
+    norm = model.get_submodule(norm_name) if norm_name is not None else None
+    tensors = [conv.weight, conv.bias] + ([norm.weight, norm.bias] if norm is not None else [])
+    return [tensor for tensor in tensors if tensor is not None]
 
 
 def find_structure(model: nn.Module, example_input: torch.Tensor | None = None) -> Structure:
@@ -108,9 +119,6 @@ def find_structure(model: nn.Module, example_input: torch.Tensor | None = None) 
         model: the network; it is traced once by torch-pruning in eval mode (its training flag and
             BatchNorm statistics are left as they were).
         example_input: an input batch; default a random 2 x C x 32 x 32 batch.
-
-    Returns:
-        The model's :class:`Structure`.
 
     Raises:
         NoPrunableLayerError: the model has no convolution and no linear layer.
@@ -136,17 +144,13 @@ def find_structure(model: nn.Module, example_input: torch.Tensor | None = None) 
                 continue
             conv = model.get_submodule(name)
             group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0])
-            members = []
-            for dep, _ in group:
-                module = dep.target.module
-                if isinstance(module, nn.Conv2d) and graph.is_out_channel_pruning_fn(dep.handler):
-                    members.append(names[module])
-            members = sorted(set(members) | {name}, key=order.__getitem__)
+            coupled = {names[dep.target.module] for dep, _ in group
+                       if isinstance(dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(dep.handler)}
+            members = sorted(coupled | {name}, key=order.__getitem__)
             seen.update(members)
             norms = tuple(_following_norm(graph, model.get_submodule(m), names) for m in members)
             groups.append(ConvGroup(members[0], tuple(members), norms, conv.out_channels))
-    group_of = {conv: group.name for group in groups for conv in group.convs}
-    structure = Structure(tuple(groups), linears, linears[-1] if linears else None, group_of)
+    structure = Structure(tuple(groups), linears, linears[-1] if linears else None)
     _CACHE[model] = structure
     return structure
 
@@ -155,19 +159,10 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | None 
     """torch-pruning's dependency graph of ``model``, traced in eval mode without touching its state."""
     if example_input is None:
         example_input = example_input_for(model)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():  # torch-pruning traces through autograd
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model), torch.enable_grad():  # torch-pruning traces through autograd
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
 def _following_norm(graph: tp.DependencyGraph, conv: nn.Conv2d, names: dict) -> str | None:
-    node = graph.module2node[conv]
-    for out in node.outputs:
-        if isinstance(out.module, nn.BatchNorm2d):
-            return names[out.module]
-    return None
+    outputs = graph.module2node[conv].outputs
+    return next((names[out.module] for out in outputs if isinstance(out.module, nn.BatchNorm2d)), None)
