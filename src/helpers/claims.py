@@ -234,7 +234,8 @@ def _time_claim(runs: pd.DataFrame, dataset: str, model: str) -> dict:
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
     stat = _Stat(k / n, low, high, n, f"95 % Clopper-Pearson interval over {n} set runs ({k} at most dense's time)")
-    forms = ", ".join(sorted(set(sets.get("training_form", pd.Series(["masked"])).astype(str))))
+    recorded = sets["training_form"].dropna() if "training_form" in sets else pd.Series(["masked"])
+    forms = ", ".join(sorted(set(recorded.astype(str)))) or "in a form not recorded"
     if k / n >= LARGE_MAJORITY and low > 0.5:
         verdict, reason = "holds", f"{k} of {n} runs (>= {LARGE_MAJORITY:g}) and the interval [{low:.3g}, {high:.3g}] is > 0.5"
     elif high < LARGE_MAJORITY:
