@@ -114,7 +114,6 @@ def test_failed_and_diverged_runs_are_no_evidence_and_a_missing_inference_table_
     assert verdicts(claims, "8a") == {"untestable here"} and verdicts(claims, "6") == {"untestable here"}
 
 
-
 def test_set_runs_without_a_recorded_training_form_are_still_judged() -> None:
     runs, inference = tables()
     runs.loc[runs.method == "set", "training_form"] = math.nan  # an older results table, or a hand-made one
@@ -123,6 +122,7 @@ def test_set_runs_without_a_recorded_training_form_are_still_judged() -> None:
     assert set(rows.verdict) == {"holds"} and rows.reason.str.contains("form not recorded").all()
     assert evaluate_claims(runs.drop(columns="training_form"), inference).query("claim_id == '5'").reason.str.contains(
         "set trained masked").all()
+
 
 def test_paired_interval_matches_a_t_interval() -> None:
     stat = paired_interval([1.0, 2.0, 3.0])
